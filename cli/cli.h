@@ -1,0 +1,27 @@
+/*
+ * cli.h — the strata command: one file per subcommand, each exporting
+ * int cmd_NAME(int argc, char **argv) where argv[0] is the subcommand name.
+ * Exit codes: 0 success, 1 failure at run time, 2 bad usage.
+ */
+#ifndef STRATA_CLI_H
+#define STRATA_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "strata/base.h"
+
+int cmd_hw(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* True when argv holds -h or --help. */
+bool cli_wants_help(int argc, char **argv);
+/* Prints "strata SUB: message: last error" to stderr and returns 1. */
+int cli_fail(const char *sub, st_status s);
+/* Prints "strata SUB: msg" and the hint to run --help; returns 2. */
+int cli_usage_error(const char *sub, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a whole decimal integer / float; false on junk or overflow. */
+bool cli_parse_long(const char *s, long *out);
+bool cli_parse_double(const char *s, double *out);
+
+#endif

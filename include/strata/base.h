@@ -1,0 +1,147 @@
+/*
+ * strata/base.h — what every layer needs and no layer owns.
+ *
+ * Status codes and the thread-local error message, the allocation wrapper
+ * (counting, with failure injection for tests), arenas, logging and the
+ * assertion macro. Nothing here knows about tensors, devices or models.
+ *
+ * Error convention (every layer keeps it): a function that can fail returns
+ * st_status (ST_OK == 0). On failure it has stored a message naming the input
+ * and the fault, readable with st_last_error() on the same thread until the
+ * next failing call. The library never exits; only main() picks exit codes.
+ */
+#ifndef STRATA_BASE_H
+#define STRATA_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ST_VERSION_MAJOR 0
+#define ST_VERSION_MINOR 1
+#define ST_VERSION_PATCH 0
+#define ST_VERSION_STRING "0.1.0"
+
+/* ---- status codes ------------------------------------------------------
+ * One table (src/base/status.c) gives each code its name and message.
+ * Values only grow; none is ever reused. */
+typedef enum st_status {
+    ST_OK = 0,
+    ST_ERR_INVALID_ARG = 1, /* a NULL or out-of-range argument */
+    ST_ERR_SHAPE = 2,       /* shapes that do not fit the operation */
+    ST_ERR_DTYPE = 3,       /* a dtype the operation does not take */
+    ST_ERR_AXIS = 4,        /* an axis outside [-ndim, ndim) */
+    ST_ERR_BOUNDS = 5,      /* an index or a view outside its storage */
+    ST_ERR_NOMEM = 6,       /* an allocation failed */
+    ST_ERR_IO = 7,          /* a read, write, open or rename failed */
+    ST_ERR_FORMAT = 8,      /* outside data that is malformed */
+    ST_ERR_UNSUPPORTED = 9, /* valid, but not built or not implemented here */
+    ST_ERR_STATE = 10,      /* called in the wrong state (e.g. backward twice) */
+    ST_ERR_INTERNAL = 11,   /* an unexpected failure of a library below us */
+    ST_STATUS_COUNT_
+} st_status;
+
+/* "ST_ERR_SHAPE" etc.; "ST_UNKNOWN" for values outside the table. */
+const char *st_status_name(st_status s);
+/* A one-line description of the code (not of the last failure). */
+const char *st_status_message(st_status s);
+
+/* The message of the last failure on this thread ("" when none).
+ * The pointer stays valid until the next failure on this thread. */
+const char *st_last_error(void);
+/* Clears the message of the last failure on this thread. */
+void st_clear_error(void);
+
+/* Internal: record a failure and return its status. Used as
+ *   return st__fail(ST_ERR_SHAPE, "matmul: a is [%lld,%lld] ...", ...); */
+st_status st__fail(st_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+st_status st__failv(st_status s, const char *fmt, va_list ap);
+
+/* Propagate a failing status unchanged (the callee already set the message). */
+#define ST_TRY(expr)                                                           \
+    do {                                                                       \
+        st_status st_try_s_ = (expr);                                          \
+        if (st_try_s_ != ST_OK) return st_try_s_;                              \
+    } while (0)
+
+/* Programming errors (broken invariants), never outside input: abort with
+ * file, line and expression. Active in every build type. */
+#define ST_ASSERT(cond)                                                        \
+    do {                                                                       \
+        if (!(cond)) st__assert_fail(#cond, __FILE__, __LINE__);               \
+    } while (0)
+_Noreturn void st__assert_fail(const char *expr, const char *file, int line);
+
+/* ---- allocation wrapper ------------------------------------------------
+ * Every allocation of the library goes through these, so tests can count
+ * live allocations and make the N-th allocation fail (st_alloc_fail_after).
+ * st_free(NULL) is a no-op. st_malloc(0) returns a unique non-NULL pointer.
+ * Returned memory is aligned to 64 bytes (a cache line, an AVX-512 vector). */
+void *st_malloc(size_t bytes);
+void *st_calloc(size_t n, size_t size); /* zeroed; NULL on overflow */
+void *st_realloc(void *p, size_t bytes); /* keeps 64-byte alignment */
+void st_free(void *p);
+char *st_strdup(const char *s);
+
+typedef struct st_alloc_stats {
+    uint64_t n_alloc;     /* successful allocations since start */
+    uint64_t n_free;      /* frees of non-NULL pointers */
+    int64_t live_bytes;   /* bytes currently allocated */
+    int64_t peak_bytes;   /* high-water mark of live_bytes */
+} st_alloc_stats;
+st_alloc_stats st_alloc_get_stats(void);
+/* Make the allocation after the next n succeed-calls fail (n = 0: the very
+ * next one). A negative n disables injection (the default). Process-wide. */
+void st_alloc_fail_after(int64_t n);
+
+/* ---- arena ---------------------------------------------------------------
+ * A bump allocator for memory whose lifetime is one step (activations, views,
+ * the autograd tape). Allocation is a pointer bump; st_arena_reset releases
+ * everything at once and keeps the capacity (merged into one block), so a
+ * steady-state training step allocates nothing from the system.
+ * Pointers stay valid until the next reset (blocks never move).
+ * Not thread-safe. */
+typedef struct st_arena st_arena;
+
+/* block_bytes: size of the first block (0: 1 MiB). */
+st_status st_arena_new(size_t block_bytes, st_arena **out);
+void st_arena_free(st_arena *a);
+/* Returns NULL (with ST_ERR_NOMEM recorded) when memory runs out.
+ * align must be a power of two (0: 64). Memory is not zeroed. */
+void *st_arena_alloc(st_arena *a, size_t bytes, size_t align);
+void st_arena_reset(st_arena *a);
+size_t st_arena_used_bytes(const st_arena *a);     /* since the last reset */
+size_t st_arena_capacity_bytes(const st_arena *a); /* all blocks */
+
+/* ---- logging -------------------------------------------------------------
+ * Messages go to stderr as "strata: LEVEL: message". The level comes from
+ * STRATA_LOG (error|warn|info|debug; default warn) at first use. */
+typedef enum st_log_level {
+    ST_LOG_ERROR = 0,
+    ST_LOG_WARN = 1,
+    ST_LOG_INFO = 2,
+    ST_LOG_DEBUG = 3
+} st_log_level;
+void st_log(st_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void st_log_set_level(st_log_level level);
+st_log_level st_log_get_level(void);
+
+/* ---- small helpers -------------------------------------------------------- */
+/* Monotonic time in seconds (CLOCK_MONOTONIC). */
+double st_time_s(void);
+/* a*b into *out; false on overflow. */
+static inline bool st_mul_overflow_size(size_t a, size_t b, size_t *out) {
+    return __builtin_mul_overflow(a, b, out);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_BASE_H */

@@ -1,0 +1,84 @@
+/*
+ * strata/nn.h — layer 4: reverse-mode automatic differentiation.
+ *
+ * Define-by-run: once st_autograd_enable() has installed the recorder on a
+ * context, every layer-3 op whose input requires grad appends a node to the
+ * tape (in the context's arena). st_backward() walks the tape in reverse and
+ * accumulates gradients into t->grad. The tape dies at st_ctx_reset(); a
+ * parameter's grad (a persistent tensor) survives and keeps accumulating
+ * across steps until st_zero_grad() (gradient accumulation).
+ *
+ * Grad mode: st_ctx_set_grad_enabled(ctx, false) (layer 3) stops recording
+ * (inference, optimizer updates).
+ *
+ * Modules, losses and optimizers for GPT and Llama build on this header.
+ */
+#ifndef STRATA_NN_H
+#define STRATA_NN_H
+
+#include "strata/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Installs the recorder and the tape on ctx (idempotent). Errors: ST_ERR_NOMEM. */
+st_status st_autograd_enable(st_ctx *ctx);
+
+/* Marks t as a leaf that needs a gradient (f32 only: ST_ERR_DTYPE otherwise). */
+st_status st_requires_grad(st_tensor *t, bool on);
+
+/* Backpropagates from a one-element tensor (seed 1). Gradients add into
+ * ->grad of every tensor on the path that requires grad: a persistent
+ * tensor's grad is persistent (allocated on first use), a step tensor's grad
+ * lives in the arena. The tape's nodes are consumed: a second backward over
+ * the same graph is ST_ERR_STATE.
+ * Errors: ST_ERR_SHAPE (loss not one element), ST_ERR_STATE (no tape: loss
+ * does not require grad, or already backpropagated), op errors. */
+st_status st_backward(st_ctx *ctx, st_tensor *loss);
+/* As st_backward from any tensor, with grad_out of the same shape as seed. */
+st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_out);
+
+/* Sets the grads of params to zero (keeps their buffers). NULL grads are skipped. */
+void st_zero_grad(st_tensor *const *params, int n);
+
+/* Number of nodes on the tape (for tests and debugging). */
+int st_autograd_tape_size(const st_ctx *ctx);
+
+/* ---- gradient check ------------------------------------------------------------------
+ * Compares st_backward's gradients with central differences
+ * (f(x+h) - f(x-h)) / 2h of L = sum(out * w), w a fixed random projection, for
+ * every element of every input that requires grad. An element passes when
+ * |analytic - numeric| <= atol + rtol * |numeric|. */
+typedef st_status (*st_gradcheck_fn)(st_ctx *ctx, st_tensor *const *inputs, int n_inputs,
+                                     void *user, st_tensor **out);
+
+typedef struct st_gradcheck_params {
+    float h;        /* finite-difference step (default 1e-2 for f32) */
+    float atol;     /* default 1e-2 */
+    float rtol;     /* default 1e-2 */
+    uint64_t seed;  /* for the projection w */
+} st_gradcheck_params;
+
+typedef struct st_gradcheck_result {
+    int64_t n_checked;
+    int64_t n_failed;
+    double max_abs_err;
+    double max_rel_err;
+    int worst_input;      /* index of the input with the worst element */
+    int64_t worst_index;  /* its flat index */
+    double worst_analytic, worst_numeric;
+} st_gradcheck_result;
+
+st_gradcheck_params st_gradcheck_default_params(void);
+/* inputs must be persistent f32 tensors; each that requires grad is checked.
+ * The function is evaluated in f32 (the library's precision). Returns ST_OK
+ * whether or not elements failed (read res->n_failed); errors come from fn. */
+st_status st_gradcheck(st_ctx *ctx, st_gradcheck_fn fn, void *user, st_tensor *const *inputs,
+                       int n_inputs, const st_gradcheck_params *params,
+                       st_gradcheck_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_NN_H */

@@ -1,0 +1,77 @@
+/*
+ * kernels.h — the CPU backend's kernel table (private to src/backend/cpu).
+ *
+ * One table per SIMD level (scalar, AVX2+FMA, AVX-512), all with the same
+ * functions over contiguous runs of memory. The scalar table is the
+ * reference and the spec: every other level must match it within the
+ * tolerances its test states. Kernels never allocate and never create
+ * threads; the executor (cpu_backend.c) splits work across the pool and calls
+ * them on each thread's part.
+ *
+ * Strides sa/sb/sx are 1 (a contiguous run) or 0 (one broadcast element).
+ */
+#ifndef STRATA_BACKEND_CPU_KERNELS_H
+#define STRATA_BACKEND_CPU_KERNELS_H
+
+#include "strata/backend.h"
+
+typedef struct st_cpu_kernels {
+    st_simd_level level;
+    const char *name; /* "scalar", "avx2", "avx512" */
+
+    /* y[i] = f(x[i]) for the unary ops ST_OP_NEG..ST_OP_SCALE (alpha: SCALE).
+     * y may equal x. */
+    void (*unary)(st_op op, int64_t n, const float *x, float *y, float alpha);
+    /* dx[i] = f'(x[i]) * dy[i] for op in NEG..SCALE; y = f(x) may be NULL
+     * (kernels that can use it, e.g. exp/tanh/sqrt, may). */
+    void (*unary_backward)(st_op op, int64_t n, const float *x, const float *y,
+                           const float *dy, float *dx, float alpha);
+    /* y[i] = a[i*sa] (op) b[i*sb] for ADD, SUB, MUL, DIV. y may equal a or b. */
+    void (*binary)(st_op op, int64_t n, const float *a, int64_t sa, const float *b,
+                   int64_t sb, float *y);
+    /* y[i] += alpha * x[i*sx] */
+    void (*axpy)(int64_t n, float alpha, const float *x, int64_t sx, float *y);
+    float (*sum)(int64_t n, const float *x);
+    float (*max)(int64_t n, const float *x); /* -inf for n == 0 */
+    float (*dot)(int64_t n, const float *x, const float *y);
+
+    /* rows of n along the last axis */
+    void (*softmax)(int64_t n, const float *x, float *y);
+    void (*log_softmax)(int64_t n, const float *x, float *y);
+    /* dx = y * (dy - sum(dy*y)) */
+    void (*softmax_backward)(int64_t n, const float *y, const float *dy, float *dx);
+    /* dx = dy - exp(y) * sum(dy) */
+    void (*log_softmax_backward)(int64_t n, const float *y, const float *dy, float *dx);
+    /* y = (x - mean) * rstd * g + b; g and b may be NULL (1 and 0) */
+    void (*layernorm)(int64_t n, const float *x, const float *g, const float *b, float eps,
+                      float *y);
+    /* dx for one row; dg_acc[i] += dy*xhat, db_acc[i] += dy (either may be NULL) */
+    void (*layernorm_backward)(int64_t n, const float *x, const float *g, const float *dy,
+                               float eps, float *dx, float *dg_acc, float *db_acc);
+    /* y = x * rsqrt(mean(x^2) + eps) * g; g may be NULL */
+    void (*rmsnorm)(int64_t n, const float *x, const float *g, float eps, float *y);
+    void (*rmsnorm_backward)(int64_t n, const float *x, const float *g, const float *dy,
+                             float eps, float *dx, float *dg_acc);
+
+    /* conversions (round to nearest even) */
+    void (*bf16_to_f32)(int64_t n, const uint16_t *x, float *y);
+    void (*f32_to_bf16)(int64_t n, const float *x, uint16_t *y);
+    void (*f16_to_f32)(int64_t n, const uint16_t *x, float *y);
+    void (*f32_to_f16)(int64_t n, const float *x, uint16_t *y);
+    /* sum of x[i]*y[i] in f32 accumulation (AVX-512 BF16 dot where present) */
+    float (*dot_bf16)(int64_t n, const uint16_t *x, const uint16_t *y);
+} st_cpu_kernels;
+
+/* The table of a level, or NULL when the level is not compiled in (e.g.
+ * AVX-512 on Arm). Whether the CPU can run it is layer 1's question. */
+const st_cpu_kernels *st__cpu_kernels(st_simd_level level);
+
+/* Per-level tables, defined in kernels_scalar.c, kernels_avx2.c,
+ * kernels_avx512.c. */
+extern const st_cpu_kernels st__cpu_kernels_scalar;
+#if defined(__x86_64__)
+extern const st_cpu_kernels st__cpu_kernels_avx2;
+extern const st_cpu_kernels st__cpu_kernels_avx512;
+#endif
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Strata needs to build and test, when missing.
+# Idempotent: checks with dpkg-query first, runs apt-get update only when
+# something is missing, uses sudo when not root. Nothing is downloaded from
+# anywhere but Debian's archive.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang
+  libopenblas-dev   # BLAS (cblas_sgemm) and LAPACK
+  libjansson-dev    # JSON
+  libcmocka-dev     # unit tests
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: not root and no sudo; install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
