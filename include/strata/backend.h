@@ -144,6 +144,10 @@ typedef struct st_op_params {
     /* view ops (layer 3/4 only) */
     int perm[ST_MAX_DIMS];
     int64_t start, stop, step; /* SLICE along axis */
+    /* appended by layer 3: SUM/MEAN/MAX as recorded for autograd — whether
+     * the reduced axis was kept (size 1) in the result. Backends ignore it
+     * (their dst always keeps the axis). */
+    bool keepdim;
 } st_op_params;
 
 typedef struct st_op_desc {

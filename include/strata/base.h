@@ -128,7 +128,7 @@ typedef enum st_log_level {
     ST_LOG_INFO = 2,
     ST_LOG_DEBUG = 3
 } st_log_level;
-void st_log(st_log_level level, const char *fmt, ...)
+void st_log_msg(st_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void st_log_set_level(st_log_level level);
 st_log_level st_log_get_level(void);

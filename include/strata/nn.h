@@ -22,7 +22,14 @@
 extern "C" {
 #endif
 
-/* Installs the recorder and the tape on ctx (idempotent). Errors: ST_ERR_NOMEM. */
+/* Installs the recorder and a reset hook on ctx, and puts autograd's
+ * per-context state in the context's extension slot (st_ctx_set_ext), where
+ * the context owns it: it is freed by st_ctx_free. Idempotent: ST_OK at once
+ * when the recorder is already installed. Replaces a recorder of anyone
+ * else. The caller must leave the recorder and the extension slot alone
+ * afterwards. Errors: ST_ERR_INVALID_ARG (ctx NULL), ST_ERR_NOMEM,
+ * ST_ERR_STATE (the context's reset hooks are full, or its extension slot
+ * already holds something while autograd's recorder is not installed). */
 st_status st_autograd_enable(st_ctx *ctx);
 
 /* Marks t as a leaf that needs a gradient (f32 only: ST_ERR_DTYPE otherwise). */
@@ -42,7 +49,8 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
 /* Sets the grads of params to zero (keeps their buffers). NULL grads are skipped. */
 void st_zero_grad(st_tensor *const *params, int n);
 
-/* Number of nodes on the tape (for tests and debugging). */
+/* Number of nodes recorded on ctx since its last reset (for tests and
+ * debugging); 0 when autograd is not enabled on ctx or ctx is NULL. */
 int st_autograd_tape_size(const st_ctx *ctx);
 
 /* ---- gradient check ------------------------------------------------------------------
@@ -72,8 +80,12 @@ typedef struct st_gradcheck_result {
 
 st_gradcheck_params st_gradcheck_default_params(void);
 /* inputs must be persistent f32 tensors; each that requires grad is checked.
+ * Enables autograd on ctx when it is not (st_autograd_enable).
  * The function is evaluated in f32 (the library's precision). Returns ST_OK
- * whether or not elements failed (read res->n_failed); errors come from fn. */
+ * whether or not elements failed (read res->n_failed); errors come from fn.
+ * The context is reset before every evaluation and at the end (the caller's
+ * step tensors die); the inputs' values and grads are left as they were.
+ * params NULL: st_gradcheck_default_params(). */
 st_status st_gradcheck(st_ctx *ctx, st_gradcheck_fn fn, void *user, st_tensor *const *inputs,
                        int n_inputs, const st_gradcheck_params *params,
                        st_gradcheck_result *res);

@@ -20,8 +20,9 @@
  *
  * Autograd (layer 4) attaches through the recorder hook: when it is
  * installed, grad mode is on and an input requires grad, each op reports
- * itself (st_op_desc plus the tensors) after computing. This header knows
- * nothing else about autograd.
+ * itself (st_op_desc plus the tensors) after computing. It keeps its
+ * per-context state in the context's extension slot, which dies with the
+ * context. This header knows nothing else about autograd.
  *
  * Dtypes: elementwise ops, reductions, softmax, norms and embedding weights
  * take f32; matmul takes f32 or bf16 (both operands alike, result f32);
@@ -68,8 +69,10 @@ typedef struct st_ctx_params {
 st_ctx_params st_ctx_default_params(void);
 /* Creates a context with a CPU backend. Errors: those of st_backend_cpu_new. */
 st_status st_ctx_new(const st_ctx_params *params, st_ctx **out);
-/* Frees the context, its backend and its arena. Persistent tensors must be
- * freed before (a leak of them is reported at debug log level). */
+/* Frees the context, its backend and its arena, then the extension slot's
+ * content through its free_fn (st_ctx_set_ext). NULL is a no-op. Persistent
+ * tensors must be freed before (a leak of them is reported at debug log
+ * level). Invalidates every step tensor and view of the context. */
 void st_ctx_free(st_ctx *ctx);
 /* Ends a step: every step tensor, view and tape node dies; reset hooks run. */
 void st_ctx_reset(st_ctx *ctx);
@@ -88,9 +91,38 @@ st_status st_ctx_add_reset_hook(st_ctx *ctx, st_ctx_reset_fn fn, void *user);
  * fails the op with its status. */
 typedef st_status (*st_record_fn)(st_ctx *ctx, void *user, const st_op_desc *desc,
                                   st_tensor *const *srcs, int n_src, st_tensor *out);
+/* Installs fn (NULL: none) with its user pointer, replacing any recorder
+ * before it. Borrows user: it must outlive its installation (nothing frees
+ * it). ctx NULL is a no-op. */
 void st_ctx_set_recorder(st_ctx *ctx, st_record_fn fn, void *user);
+/* The installed recorder (NULL when none, or ctx NULL) and, when user is not
+ * NULL, its user pointer through *user (NULL when none). Takes and
+ * transfers nothing: the user pointer stays its installer's. */
+st_record_fn st_ctx_get_recorder(const st_ctx *ctx, void **user);
 void st_ctx_set_grad_enabled(st_ctx *ctx, bool on); /* default on */
 bool st_ctx_grad_enabled(const st_ctx *ctx);
+
+/* ---- the extension slot (for a higher layer) --------------------------------------
+ * One pointer per context for a higher layer's per-context state (layer 4
+ * keeps its tape bookkeeping here), so that the state lives and dies with
+ * the context instead of in a table keyed by the context's address. Layer 3
+ * never reads it. One slot: the layer that fills it owns it. */
+
+/* Stores ext in ctx's slot. With free_fn, the context takes ownership of
+ * ext: free_fn(ext) runs exactly once, when ext leaves the slot (a later
+ * st_ctx_set_ext with another pointer, or NULL to empty it) or at
+ * st_ctx_free, after everything else of the context is gone (no reset hook
+ * or recorder runs afterwards; free_fn must not touch the arena). With
+ * free_fn NULL, ext is borrowed and must outlive its time in the slot.
+ * Storing the pointer already there only replaces its free_fn (nothing is
+ * freed). Invalidates the previous content when it is freed: a recorder or
+ * reset hook whose user pointer it was must be replaced first.
+ * Errors: ST_ERR_INVALID_ARG (ctx NULL; nothing is stored, freed or taken:
+ * the caller still owns ext). */
+st_status st_ctx_set_ext(st_ctx *ctx, void *ext, void (*free_fn)(void *ext));
+/* The slot's content (NULL when empty or ctx NULL), still owned by the slot
+ * (or by its lender): valid until it leaves the slot. */
+void *st_ctx_get_ext(const st_ctx *ctx);
 
 /* ---- creation ---------------------------------------------------------------------
  * shape: ndim counts (1..4, each >= 0, total bytes must fit in memory). */
@@ -185,7 +217,7 @@ st_status st_div(st_ctx *ctx, const st_tensor *a, const st_tensor *b, st_tensor 
 st_status st_scale(st_ctx *ctx, const st_tensor *a, float s, st_tensor **out);
 st_status st_neg(st_ctx *ctx, const st_tensor *a, st_tensor **out);
 st_status st_exp(st_ctx *ctx, const st_tensor *a, st_tensor **out);
-st_status st_log(st_ctx *ctx, const st_tensor *a, st_tensor **out);
+st_status st_log(st_ctx *ctx, const st_tensor *a, st_tensor **out); /* natural logarithm */
 st_status st_sqrt(st_ctx *ctx, const st_tensor *a, st_tensor **out);
 st_status st_tanh(st_ctx *ctx, const st_tensor *a, st_tensor **out);
 typedef enum st_gelu_kind { ST_GELU_TANH = 0, ST_GELU_ERF = 1 } st_gelu_kind;

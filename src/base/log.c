@@ -30,7 +30,7 @@ st_log_level st_log_get_level(void) {
 
 void st_log_set_level(st_log_level level) { atomic_store(&g_level, (int)level); }
 
-void st_log(st_log_level level, const char *fmt, ...) {
+void st_log_msg(st_log_level level, const char *fmt, ...) {
     if ((int)level > (int)st_log_get_level()) return;
     char buf[1024];
     va_list ap;

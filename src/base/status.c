@@ -46,7 +46,7 @@ void st_clear_error(void) { t_error[0] = '\0'; }
 
 st_status st__failv(st_status s, const char *fmt, va_list ap) {
     vsnprintf(t_error, sizeof t_error, fmt, ap);
-    st_log(ST_LOG_DEBUG, "%s: %s", st_status_name(s), t_error);
+    st_log_msg(ST_LOG_DEBUG, "%s: %s", st_status_name(s), t_error);
     return s;
 }
 

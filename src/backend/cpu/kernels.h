@@ -72,6 +72,12 @@ extern const st_cpu_kernels st__cpu_kernels_scalar;
 #if defined(__x86_64__)
 extern const st_cpu_kernels st__cpu_kernels_avx2;
 extern const st_cpu_kernels st__cpu_kernels_avx512;
+
+/* Appended (layer 2, for tests): the AVX-512 table's dot_bf16 uses vdpbf16ps
+ * when the CPU has AVX512_BF16 (detected once). use = 0 forces the integer
+ * fallback, 1 the BF16 instruction (only if the CPU has it), -1 detects
+ * again. Not for production paths; not synchronized with running kernels. */
+void st__cpu_kernels_avx512_bf16_override(int use);
 #endif
 
 #endif
