@@ -292,8 +292,10 @@ static void test_interface(void **state) {
         if (!st_backend_supports_op(be, (st_op)op, ST_F32))
             fail_msg("supports_op(%s, f32) is false", st_op_name((st_op)op));
     }
-    for (int op = ST_OP_RESHAPE; op < ST_OP_COUNT_; op++)
+    for (int op = ST_OP_RESHAPE; op <= ST_OP_TO_DTYPE; op++) /* view ops never reach one */
         assert_false(st_backend_supports_op(be, (st_op)op, ST_F32));
+    for (int op = ST_OP_ATTENTION; op < ST_OP_COUNT_; op++) /* the fused ops (appended) */
+        assert_true(st_backend_supports_op(be, (st_op)op, ST_F32));
     assert_false(st_backend_supports_op(be, ST_OP_NONE, ST_F32));
     assert_false(st_backend_supports_op(be, ST_OP_ADD, ST_I32));
     assert_false(st_backend_supports_op(be, ST_OP_EXP, ST_BF16));
@@ -1485,6 +1487,91 @@ static void test_levels_match_scalar(void **state) {
     tv_free(&x), tv_free(&x2), tv_free(&g), tv_free(&w), tv_free(&xb);
 }
 
+/* ---- streaming stores ------------------------------------------------------------------
+ * Destinations of 16 MiB and more of the binary ops, the cheap unary ops and
+ * the norms are written with the kernels' streaming forms (cpu_backend.c);
+ * the transcendental ops and softmax keep ordinary stores and are checked
+ * the same way here. The result must be bit for bit what the same
+ * backend writes through its ordinary path, here obtained by running the
+ * same op on row blocks small enough to stay below the threshold. The shape
+ * has an odd row length so that rows, thread splits and the destination
+ * (also shifted by one float off its 64-byte alignment) start at every
+ * alignment; one binary case broadcasts a row. The scalar level is left
+ * out: its streaming forms are its ordinary kernels (test_kernels). */
+static void test_streaming_ops(void **state) {
+    (void)state;
+    const int64_t R = 4100, C = 1027, BLOCK = 500; /* 16.8 MB; blocks of 2 MB */
+    int64_t ne[2] = {R, C}, vne[1] = {C};
+    tv x = tv_c(ST_F32, 2, ne), x2 = tv_c(ST_F32, 2, ne), g = tv_c(ST_F32, 1, vne);
+    tv bv = tv_c(ST_F32, 1, vne), ref = tv_c(ST_F32, 2, ne), out = tv_c(ST_F32, 2, ne);
+    tv_rand(&x, -3, 3), tv_rand(&x2, 0.2, 3), tv_rand(&g, 0.5, 1.5), tv_rand(&bv, -0.5, 0.5);
+    st_view row = x2.v; /* a row of x2 broadcast over every row */
+    row.nb[0] = 0;
+    struct {
+        st_op op;
+        int nsrc;
+        bool bcast, shifted;
+    } ops[] = {
+        {ST_OP_ADD, 2, false, false},      {ST_OP_MUL, 2, true, true},
+        {ST_OP_DIV, 2, false, true},       {ST_OP_RELU, 1, false, true},
+        {ST_OP_SCALE, 1, false, false},    {ST_OP_GELU_TANH, 1, false, true},
+        {ST_OP_SOFTMAX, 1, false, true},   {ST_OP_LAYERNORM, 3, false, true},
+        {ST_OP_LAYERNORM, 1, false, false}, {ST_OP_RMSNORM, 2, false, true},
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        st_op_desc d = desc1(ops[i].op, ops[i].nsrc, 1);
+        d.p.eps = 1e-5f;
+        d.src[0] = x.v;
+        d.p.alpha = 0.37f;
+        if (ops[i].nsrc == 2 && ops[i].op != ST_OP_RMSNORM) d.src[1] = ops[i].bcast ? row : x2.v;
+        if (ops[i].op == ST_OP_RMSNORM || (ops[i].op == ST_OP_LAYERNORM && ops[i].nsrc == 3))
+            d.src[1] = g.v;
+        if (ops[i].op == ST_OP_LAYERNORM && ops[i].nsrc == 3) d.src[2] = bv.v;
+        st_view o = out.v, rf = ref.v;
+        if (ops[i].shifted) { /* one float past the 64-byte boundary */
+            o.data = (float *)out.mem + 1;
+            rf.data = (float *)ref.mem + 1;
+        }
+        for (int b = 0; b < g_nbe; b++) {
+            if (st_backend_cpu_simd_level(g_be[b]) == ST_SIMD_SCALAR) continue;
+            /* the ordinary path, block by block */
+            for (int64_t r0 = 0; r0 < R; r0 += BLOCK) {
+                st_op_desc db = d;
+                int64_t nr = R - r0 < BLOCK ? R - r0 : BLOCK;
+                for (int k = 0; k < d.n_src; k++) {
+                    if (d.src[k].ndim != 2) continue; /* gamma, beta */
+                    db.src[k].ne[0] = nr;
+                    db.src[k].data = (char *)d.src[k].data + r0 * d.src[k].nb[0];
+                }
+                db.dst[0] = rf;
+                db.dst[0].ne[0] = nr;
+                db.dst[0].data = (char *)rf.data + r0 * rf.nb[0];
+                expect_ok(g_be[b], &db);
+            }
+            /* the whole op: streams */
+            memset(out.mem, 0xff, (size_t)(R * C + 16) * sizeof(float));
+            d.dst[0] = o;
+            expect_ok(g_be[b], &d);
+            const float *got = o.data, *want = rf.data;
+            if (memcmp(got, want, (size_t)(R * C) * sizeof(float)) != 0) {
+                for (int64_t k = 0; k < R * C; k++)
+                    if (memcmp(&got[k], &want[k], sizeof(float)) != 0)
+                        fail_msg("%s on %s: element %lld: streamed %.9g, ordinary %.9g",
+                                 st_op_name(ops[i].op), be_label(g_be[b]), (long long)k, got[k],
+                                 want[k]);
+            }
+            /* nothing written around the destination */
+            const uint32_t *mem = out.mem;
+            int64_t lo = ops[i].shifted ? 1 : 0;
+            for (int64_t k = 0; k < R * C + 16; k++)
+                if ((k < lo || k >= lo + R * C) && mem[k] != 0xffffffffu)
+                    fail_msg("%s on %s: wrote outside dst at %lld", st_op_name(ops[i].op),
+                             be_label(g_be[b]), (long long)(k - lo));
+        }
+    }
+    tv_free(&x), tv_free(&x2), tv_free(&g), tv_free(&bv), tv_free(&ref), tv_free(&out);
+}
+
 /* ---- out of memory ------------------------------------------------------------------ */
 
 static void test_out_of_memory(void **state) {
@@ -1549,6 +1636,7 @@ int main(void) {
         cmocka_unit_test(test_fill_arange),
         cmocka_unit_test(test_rng),
         cmocka_unit_test(test_levels_match_scalar),
+        cmocka_unit_test(test_streaming_ops),
         cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, setup_backends, teardown_backends);

@@ -145,9 +145,15 @@ static void test_tables(void **state) {
             (const void *)k->layernorm_backward, (const void *)k->rmsnorm,
             (const void *)k->rmsnorm_backward, (const void *)k->bf16_to_f32,
             (const void *)k->f32_to_bf16, (const void *)k->f16_to_f32, (const void *)k->f32_to_f16,
-            (const void *)k->dot_bf16};
+            (const void *)k->dot_bf16, (const void *)k->unary_nt, (const void *)k->binary_nt,
+            (const void *)k->layernorm_nt, (const void *)k->rmsnorm_nt,
+            (const void *)k->stream_fence};
         for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) assert_non_null(slots[i]);
     }
+    /* the reference's streaming forms are its plain kernels */
+    assert_true(S->unary_nt == S->unary && S->binary_nt == S->binary);
+    assert_true(S->layernorm_nt == S->layernorm && S->rmsnorm_nt == S->rmsnorm);
+    assert_non_null(S->stream_fence);
 }
 
 /* ---- scalar against double references -------------------------------------------------- */
@@ -773,6 +779,122 @@ static void test_rows_levels(void **state) {
     free(dgs), free(dgv), free(dbs), free(dbv);
 }
 
+/* ---- streaming forms ------------------------------------------------------------------
+ * Every level's *_nt kernel must write exactly (bit for bit, NaN payloads
+ * included) what its plain kernel writes, for every tail length, for
+ * destinations at every offset from a 64-byte boundary that matters (the
+ * head before the first aligned vector, AVX2's 32-byte boundary, none), in
+ * place, with broadcast operands, and with NaN and infinity among the
+ * inputs. Nothing before or after the destination may change. The row
+ * forms also prefetch past the row: x has one spare float after it here,
+ * and a prefetch would not fault anyway. */
+#define NT_PRE 16 /* guard floats before the destination */
+static const int64_t k_nt_offsets[] = {0, 1, 3, 7, 8, 13, 15};
+static const int64_t k_nt_lengths[] = {0, 1, 7, 15, 16, 17, 31, 33, 100, 1000, 4097};
+#define NT_MAX 4097
+
+typedef struct nt_buf {
+    float *base; /* 64-byte aligned, NT_PRE + 15 + NT_MAX + GUARD floats */
+    float *y;    /* base + NT_PRE + offset */
+    int64_t off;
+} nt_buf;
+
+static void nt_arm(nt_buf *b, int64_t off) {
+    int64_t total = NT_PRE + 15 + NT_MAX + GUARD;
+    for (int64_t i = 0; i < total; i++) b->base[i] = GUARD_VAL;
+    b->off = off;
+    b->y = b->base + NT_PRE + off;
+}
+
+/* dst must hold exactly want[0..n) and the guards around it */
+static void nt_check(const nt_buf *b, const float *want, int64_t n, const char *lvl, const char *what) {
+    int64_t total = NT_PRE + 15 + NT_MAX + GUARD, lo = NT_PRE + b->off, hi = lo + n;
+    for (int64_t i = 0; i < total; i++) {
+        if (i >= lo && i < hi) {
+            if (memcmp(&b->base[i], &want[i - lo], sizeof(float)) != 0)
+                fail_msg("%s %s n=%lld offset %lld: [%lld] %.9g, plain %.9g", lvl, what, (long long)n,
+                         (long long)b->off, (long long)(i - lo), b->base[i], want[i - lo]);
+        } else if (b->base[i] != GUARD_VAL) {
+            fail_msg("%s %s n=%lld offset %lld: wrote outside the destination (at %lld)", lvl, what,
+                     (long long)n, (long long)b->off, (long long)(i - lo));
+        }
+    }
+}
+
+static void test_streaming_levels(void **state) {
+    (void)state;
+    const st_cpu_kernels *lv[4];
+    int nl = simd_levels(lv);
+    lv[nl++] = S;
+    nt_buf nb;
+    nb.base = aligned_alloc(64, (size_t)(((NT_PRE + 15 + NT_MAX + GUARD) * 4 + 63) / 64 * 64));
+    float *x = fbuf(NT_MAX + 1), *a = fbuf(NT_MAX), *b = fbuf(NT_MAX), *g = fbuf(NT_MAX);
+    float *bb = fbuf(NT_MAX), *want = fbuf(NT_MAX), *inpl = fbuf(NT_MAX);
+    assert_non_null(nb.base);
+    const float eps = 1e-5f, alpha = -0.37f;
+    for (int l = 0; l < nl; l++) {
+        const st_cpu_kernels *K = lv[l];
+        for (size_t li = 0; li < sizeof k_nt_lengths / sizeof k_nt_lengths[0]; li++) {
+            int64_t n = k_nt_lengths[li];
+            fill(x, n + 1, -8.0f, 12.0f);
+            x[n / 3] = NAN; /* NaNs and infinities travel the same path */
+            if (n > 5) x[n - 2] = INFINITY;
+            fill(a, n, -10.0f, 10.0f);
+            fill(b, n, 0.5f, 10.0f);
+            fill(g, n, 0.5f, 2.0f);
+            fill(bb, n, -1.0f, 1.0f);
+            for (size_t oi = 0; oi < sizeof k_nt_offsets / sizeof k_nt_offsets[0]; oi++) {
+                int64_t off = k_nt_offsets[oi];
+#define NT_CASE(what, PLAIN, STREAM)                                           \
+    do {                                                                       \
+        PLAIN;                                                                 \
+        nt_arm(&nb, off);                                                      \
+        STREAM;                                                                \
+        K->stream_fence();                                                     \
+        nt_check(&nb, want, n, K->name, what);                                 \
+    } while (0)
+                for (st_op op = ST_OP_NEG; op <= ST_OP_SCALE; op++) {
+                    NT_CASE(opname(op), K->unary(op, n, x, want, alpha),
+                            K->unary_nt(op, n, x, nb.y, alpha));
+                    /* in place: x copied into the destination first */
+                    nt_arm(&nb, off);
+                    memcpy(nb.y, x, (size_t)n * sizeof(float));
+                    K->unary_nt(op, n, nb.y, nb.y, alpha);
+                    K->stream_fence();
+                    nt_check(&nb, want, n, K->name, "unary in place");
+                }
+                for (st_op op = ST_OP_ADD; op <= ST_OP_DIV; op++) {
+                    for (int sa = 0; sa < 2; sa++) {
+                        for (int sb = 0; sb < 2; sb++) {
+                            NT_CASE(opname(op), K->binary(op, n, a, sa, b, sb, want),
+                                    K->binary_nt(op, n, a, sa, b, sb, nb.y));
+                        }
+                    }
+                    nt_arm(&nb, off); /* in place: y == a */
+                    memcpy(nb.y, a, (size_t)n * sizeof(float));
+                    memcpy(inpl, a, (size_t)n * sizeof(float));
+                    K->binary(op, n, inpl, 1, b, 1, want);
+                    K->binary_nt(op, n, nb.y, 1, b, 1, nb.y);
+                    K->stream_fence();
+                    nt_check(&nb, want, n, K->name, "binary in place");
+                }
+                /* the norms on finite rows (a NaN makes the whole row NaN) */
+                fill(inpl, n, -8.0f, 12.0f);
+                for (int variant = 0; variant < 4; variant++) {
+                    const float *gg = (variant & 1) ? g : NULL, *bv = (variant & 2) ? bb : NULL;
+                    NT_CASE("layernorm", K->layernorm(n, inpl, gg, bv, eps, want),
+                            K->layernorm_nt(n, inpl, gg, bv, eps, nb.y));
+                    NT_CASE("rmsnorm", K->rmsnorm(n, inpl, gg, eps, want),
+                            K->rmsnorm_nt(n, inpl, gg, eps, nb.y));
+                }
+#undef NT_CASE
+            }
+        }
+    }
+    free(nb.base);
+    free(x), free(a), free(b), free(g), free(bb), free(want), free(inpl);
+}
+
 /* Conversions: bit-for-bit equal to scalar. f16/bf16 -> f32 over all
  * 65536 patterns; f32 -> f16/bf16 over hand-picked values (ties,
  * subnormals, limits, inf, quiet and signaling NaNs) and 2^18 random bit
@@ -870,6 +992,7 @@ int main(void) {
         cmocka_unit_test(test_reductions_levels),
         cmocka_unit_test(test_rows_levels),
         cmocka_unit_test(test_conversions_levels),
+        cmocka_unit_test(test_streaming_levels),
     };
     return cmocka_run_group_tests_name("kernels", tests, group_setup, NULL);
 }

@@ -125,12 +125,40 @@ typedef enum st_op {
     /* view operations: metadata only, handled by layer 3, recorded by layer 4 */
     ST_OP_RESHAPE, ST_OP_PERMUTE, ST_OP_SLICE, ST_OP_EXPAND,
     ST_OP_CONTIGUOUS, ST_OP_CONCAT, ST_OP_TO_DTYPE,
+    /* appended: fused ops for transformer training (f32; src[0] decides
+     * supports_op). Heads are [B, H, T, D] views whose last dim is
+     * contiguous (nb[3] == 4) and whose row stride nb[2] is a multiple of 4
+     * and >= 4*D (or T == 1); any b/h strides. */
+    ST_OP_ATTENTION,          /* src: q [B,H,T,D], k, v [B,Hkv,S,D] (H % Hkv == 0);
+                                 p.scale, p.causal (query t sees keys s <= t + S - T);
+                                 dst: out [B,H,T,D] contiguous, lse [B,H,T] contiguous
+                                 (log-sum-exp of each scaled score row; -inf for a row
+                                 that sees no key, whose out row is 0) */
+    ST_OP_ATTENTION_BACKWARD, /* src: q, k, v, out, dout (as out's shape), lse;
+                                 p.scale, p.causal; dst: dq [B,H,T,D], dk, dv
+                                 [B,Hkv,S,D], all contiguous and overwritten */
+    ST_OP_CROSS_ENTROPY,      /* src: logits [N,V] (nb[1] == 4), targets i32 [N]
+                                 contiguous (-1 = ignore; others in [0,V) else
+                                 ST_ERR_BOUNDS); dst: loss [1] (mean over the
+                                 non-ignored rows; 0 when there are none), lse [N]
+                                 contiguous (0 for ignored rows) */
+    ST_OP_CROSS_ENTROPY_BACKWARD, /* src: logits, targets, lse, dloss [1]; dst: dlogits
+                                     [N,V] contiguous = (softmax - onehot) * dloss / count
+                                     (0 rows for ignored targets) */
+    ST_OP_ROPE,               /* src: x [B,H,T,D] (D even); p.rope_kind (0 half, 1
+                                 interleaved), p.pos0, p.theta, p.rope_inverse
+                                 (rotate by -angle: the backward); dst contiguous */
+    ST_OP_DROPOUT,            /* src: x contiguous; p.alpha = drop probability in [0,1),
+                                 p.seed, p.offset; dst[i] = u(i) >= p ? x[i]/(1-p) : 0
+                                 with u the RAND_UNIFORM draw at counter offset + i
+                                 (the backward is the same op on the gradient) */
     ST_OP_COUNT_
 } st_op;
 
 const char *st_op_name(st_op op); /* "add", "matmul", ... */
 
-#define ST_OP_MAX_SRC 4
+/* 6 since the fused ops (ATTENTION_BACKWARD reads six operands); was 4. */
+#define ST_OP_MAX_SRC 6
 #define ST_OP_MAX_DST 3
 
 typedef struct st_op_params {
@@ -148,6 +176,13 @@ typedef struct st_op_params {
      * the reduced axis was kept (size 1) in the result. Backends ignore it
      * (their dst always keeps the axis). */
     bool keepdim;
+    /* appended for the fused ops */
+    float scale;        /* ATTENTION*: multiplies q.k */
+    bool causal;        /* ATTENTION*: mask keys s > t + S - T */
+    int rope_kind;      /* ROPE: st_rope_kind of strata/tensor.h (0 half, 1 interleaved) */
+    int64_t pos0;       /* ROPE: position of the first row t = 0 */
+    float theta;        /* ROPE: base; freq_i = theta^(-2i/D) */
+    bool rope_inverse;  /* ROPE: rotate by the negated angle (the gradient) */
 } st_op_params;
 
 typedef struct st_op_desc {

@@ -277,6 +277,63 @@ st_status st__embedding_backward(st_ctx *ctx, const st_tensor *dy, const st_tens
 st_status st__matmul_into(st_ctx *ctx, const st_tensor *a, const st_tensor *b,
                           st_tensor *dst, bool accumulate);
 
+/* ---- fused transformer ops (appended; src/tensor/fused.c) ----------------------------
+ * Results are new contiguous step tensors, recorded for autograd like every
+ * op (the attention and cross-entropy records also keep their saved
+ * log-sum-exp tensor as an extra, grad-less source). */
+typedef enum st_rope_kind {
+    ST_ROPE_HALF = 0,        /* HF / GPT-NeoX: rotate_half, pairs (i, i+D/2) */
+    ST_ROPE_INTERLEAVED = 1  /* Meta / llama2.c: pairs (2i, 2i+1) */
+} st_rope_kind;
+/* x [B, H, T, D] f32 (D even), rotary embedding at positions pos0 + t with
+ * base theta: freq_i = theta^(-2i/D). x may be a view whose last dim is
+ * contiguous. Errors: ST_ERR_SHAPE (not 4-D, odd D), ST_ERR_DTYPE,
+ * ST_ERR_INVALID_ARG (unknown kind, pos0 < 0, theta <= 0). */
+st_status st_rope(st_ctx *ctx, const st_tensor *x, int64_t pos0, float theta, st_rope_kind kind,
+                  st_tensor **out);
+/* Scaled dot-product attention. q [B, H, T, D], k and v [B, Hkv, S, D] with
+ * H % Hkv == 0 (grouped-query: head h uses kv head h / (H/Hkv)); causal:
+ * query t attends keys s <= t + (S - T) (a row that sees no key gives 0).
+ * Inputs may be non-contiguous views (e.g. permuted [B,T,H,D] projections)
+ * as long as the last dim is contiguous (others are copied first). out
+ * [B, H, T, D] contiguous. Fused: never holds more than one head's T x S
+ * scores per thread; saves only the per-row log-sum-exp for backward
+ * (flash-attention style recomputation).
+ * Errors: ST_ERR_SHAPE, ST_ERR_DTYPE (f32 only), ST_ERR_NOMEM. */
+st_status st_attention(st_ctx *ctx, const st_tensor *q, const st_tensor *k, const st_tensor *v,
+                       bool causal, float scale, st_tensor **out);
+/* Fused softmax cross-entropy: logits [N, V] f32 (any leading shape
+ * flattened; last dim V contiguous), targets i32 with N elements (-1 =
+ * ignore). Returns the mean over non-ignored targets as a [1] tensor (0 when
+ * every target is ignored). Backward computes (softmax - onehot)/count in
+ * one pass from the logits and the saved log-sum-exp, never materializing
+ * probabilities in the forward. A target outside [-1, V) is ST_ERR_BOUNDS. */
+st_status st_cross_entropy(st_ctx *ctx, const st_tensor *logits, const st_tensor *targets,
+                           st_tensor **loss);
+/* Inverted dropout: zeroes each element with probability p (mask from the
+ * counter RNG at (seed, i), i the row-major index: the RAND_UNIFORM draw u,
+ * dropped when u < p), scales the rest by 1/(1-p); p == 0 returns x itself.
+ * p outside [0,1) is ST_ERR_INVALID_ARG. */
+st_status st_dropout(st_ctx *ctx, const st_tensor *x, float p, uint64_t seed, st_tensor **out);
+
+/* Backward helpers of the fused ops (not recorded; used by layer 4).
+ * attention: o and lse are the forward's results, dout o's gradient; dq,
+ * dk, dv are new contiguous step tensors shaped like q, k, v. */
+st_status st__attention_backward(st_ctx *ctx, const st_tensor *q, const st_tensor *k,
+                                 const st_tensor *v, const st_tensor *o, const st_tensor *lse,
+                                 const st_tensor *dout, bool causal, float scale,
+                                 st_tensor **dq, st_tensor **dk, st_tensor **dv);
+/* dlogits (logits' shape) = (softmax - onehot) * dloss[0] / count. */
+st_status st__cross_entropy_backward(st_ctx *ctx, const st_tensor *logits,
+                                     const st_tensor *targets, const st_tensor *lse,
+                                     const st_tensor *dloss, st_tensor **dlogits);
+/* rope with the negated angle (the gradient of st_rope); dy [B,H,T,D]. */
+st_status st__rope_backward(st_ctx *ctx, const st_tensor *dy, int64_t pos0, float theta,
+                            st_rope_kind kind, st_tensor **dx);
+/* The same mask and scale applied to dy (the gradient of st_dropout). */
+st_status st__dropout_backward(st_ctx *ctx, const st_tensor *dy, float p, uint64_t seed,
+                               st_tensor **dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -128,8 +128,14 @@ static const char *const g_op_names[ST_OP_COUNT_] = {
     [ST_OP_CONTIGUOUS] = "contiguous",
     [ST_OP_CONCAT] = "concat",
     [ST_OP_TO_DTYPE] = "to_dtype",
+    [ST_OP_ATTENTION] = "attention",
+    [ST_OP_ATTENTION_BACKWARD] = "attention_backward",
+    [ST_OP_CROSS_ENTROPY] = "cross_entropy",
+    [ST_OP_CROSS_ENTROPY_BACKWARD] = "cross_entropy_backward",
+    [ST_OP_ROPE] = "rope",
+    [ST_OP_DROPOUT] = "dropout",
 };
-_Static_assert(ST_OP_TO_DTYPE + 1 == ST_OP_COUNT_, "st_op grew: add its name to g_op_names");
+_Static_assert(ST_OP_DROPOUT + 1 == ST_OP_COUNT_, "st_op grew: add its name to g_op_names");
 
 const char *st_op_name(st_op op) {
     if ((int)op < 0 || op >= ST_OP_COUNT_ || !g_op_names[op]) return "?";

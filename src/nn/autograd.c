@@ -23,8 +23,15 @@
  * Gradient buffers. A persistent tensor's grad is a persistent zero-filled
  * tensor made on first use (st_tensor_new; st_tensor_free frees it with its
  * owner), so it accumulates across steps until st_zero_grad(). A step
- * tensor's grad is a step tensor; when the first contribution is a fresh
- * buffer nobody else holds, it is adopted instead of copied.
+ * tensor's grad is a step tensor, and its first contribution becomes the
+ * grad without a zero-filled buffer: a fresh buffer nobody else holds is
+ * adopted; a contribution that is another tensor's grad (the dy a reshape,
+ * add or contiguous passes through unchanged) is borrowed — the grad shares
+ * that memory and the tensor goes on the context's borrowed list; anything
+ * else (scaled, broadcast, strided) is computed into a fresh buffer in one
+ * pass. A later contribution to a borrowed grad replaces it by a fresh sum
+ * (copy on write), so a lender's grad is never changed through a borrower.
+ * A lender is always a node already backpropagated (its grad is final).
  *
  * Per-context state. Backward needs none (the graph hangs off the tensors).
  * What outlives a backward is the number of nodes recorded this step
@@ -42,6 +49,7 @@
  * backward ids) that need no per-context identity.
  */
 #include "strata/nn.h"
+#include "nn/autograd_fused.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -66,14 +74,29 @@ static _Atomic uint64_t g_backward_id;
 
 /* ---- per-context state (see the opening comment) --------------------------------------- */
 
+static st_status ag_record(st_ctx *ctx, void *user, const st_op_desc *desc, st_tensor *const *srcs,
+                           int n_src, st_tensor *out);
+
 typedef struct ag_state {
     int64_t n_nodes; /* nodes recorded since the last reset */
+    /* Step tensors whose grad shares another tensor's grad memory (see the
+     * opening comment). The array lives in the arena and dies at the reset. */
+    st_tensor **borrowed;
+    int64_t n_borrowed, cap_borrowed;
 } ag_state;
 
 static void ag_on_reset(st_ctx *ctx, void *user) {
     (void)ctx;
     ag_state *st = user;
     st->n_nodes = 0;
+    st->borrowed = NULL;
+    st->n_borrowed = st->cap_borrowed = 0;
+}
+
+static ag_state *state_of(st_ctx *ctx) {
+    void *user = NULL;
+    if (st_ctx_get_recorder(ctx, &user) != ag_record) return NULL;
+    return user;
 }
 
 static st_status ag_record(st_ctx *ctx, void *user, const st_op_desc *desc, st_tensor *const *srcs,
@@ -116,6 +139,8 @@ st_status st_autograd_enable(st_ctx *ctx) {
     ag_state *st = st_malloc(sizeof *st);
     if (!st) return st__fail(ST_ERR_NOMEM, "st_autograd_enable: out of memory");
     st->n_nodes = 0;
+    st->borrowed = NULL;
+    st->n_borrowed = st->cap_borrowed = 0;
     st_status s = st_ctx_set_ext(ctx, st, st_free); /* the context owns st from here */
     if (s != ST_OK) {
         st_free(st);
@@ -185,7 +210,37 @@ static const char *tname(const st_tensor *t) {
 
 /* ---- gradient buffers -------------------------------------------------------------------- */
 
-/* t->grad, made zero-filled on first use (persistent for a persistent t). */
+/* Whether t's grad is borrowed (shares a lender's memory); removes t from
+ * the list when `take` is set. */
+static bool borrowed(st_ctx *ctx, const st_tensor *t, bool take) {
+    ag_state *st = state_of(ctx);
+    if (!st) return false;
+    for (int64_t i = st->n_borrowed - 1; i >= 0; i--)
+        if (st->borrowed[i] == t) {
+            if (take) st->borrowed[i] = st->borrowed[--st->n_borrowed];
+            return true;
+        }
+    return false;
+}
+
+static st_status mark_borrowed(st_ctx *ctx, st_tensor *t) {
+    ag_state *st = state_of(ctx);
+    if (!st) return st__fail(ST_ERR_INTERNAL, "autograd: no state on the context");
+    if (st->n_borrowed == st->cap_borrowed) {
+        int64_t cap = st->cap_borrowed ? st->cap_borrowed * 2 : 64;
+        st_tensor **v = st_arena_alloc(st_ctx_arena(ctx), (size_t)cap * sizeof *v, 0);
+        if (!v) return st__fail(ST_ERR_NOMEM, "autograd: arena out of memory");
+        if (st->n_borrowed) memcpy(v, st->borrowed, (size_t)st->n_borrowed * sizeof *v);
+        st->borrowed = v;
+        st->cap_borrowed = cap;
+    }
+    st->borrowed[st->n_borrowed++] = t;
+    return ST_OK;
+}
+
+/* t->grad as a buffer t owns alone, ready to be added into: made
+ * zero-filled on first use (persistent for a persistent t); a borrowed grad
+ * is copied first (copy on write). */
 static st_status grad_buffer(st_ctx *ctx, st_tensor *t, st_tensor **g) {
     if (!t->grad) {
         st_tensor *n = NULL;
@@ -194,6 +249,10 @@ static st_status grad_buffer(st_ctx *ctx, st_tensor *t, st_tensor **g) {
         else
             ST_TRY(st_zeros(ctx, ST_F32, t->ndim, t->ne, &n));
         t->grad = n;
+    } else if (!t->persistent && borrowed(ctx, t, true)) {
+        st_tensor *n = NULL;
+        ST_TRY(st_scale(ctx, t->grad, 1.0f, &n)); /* a fresh contiguous copy */
+        t->grad = n;
     }
     *g = t->grad;
     return ST_OK;
@@ -201,7 +260,8 @@ static st_status grad_buffer(st_ctx *ctx, st_tensor *t, st_tensor **g) {
 
 /* t->grad += alpha * dx. dx has t's shape, t's element count (reshaped), or
  * a shape that broadcasts to t's. `owned`: dx is a fresh contiguous buffer
- * nobody else references, so a step tensor may adopt it as its grad. */
+ * nobody else references, so a step tensor may adopt it as its grad; a dx
+ * that is not owned but contiguous is borrowed (see the opening comment). */
 static st_status grad_add(st_ctx *ctx, st_tensor *t, const st_tensor *dx, bool owned, float alpha) {
     if (!wants(t)) return ST_OK;
     if (dx->dtype != ST_F32)
@@ -217,14 +277,40 @@ static st_status grad_add(st_ctx *ctx, st_tensor *t, const st_tensor *dx, bool o
         ST_TRY(st_reshape(ctx, dx, t->ndim, t->ne, &r));
         dx = r;
     }
-    if (!t->grad && !t->persistent && owned && alpha == 1.0f && same_shape(dx, t) &&
-        st_tensor_is_contiguous(dx)) {
-        t->grad = (st_tensor *)dx;
+    if (!t->persistent && (!t->grad || borrowed(ctx, t, false))) {
+        st_tensor *f = NULL;
+        if (!t->grad) {
+            if (alpha == 1.0f && same_shape(dx, t) && st_tensor_is_contiguous(dx)) {
+                t->grad = (st_tensor *)dx; /* adopted, or borrowed */
+                return owned ? ST_OK : mark_borrowed(ctx, t);
+            }
+            /* scaled, broadcast or strided: one pass into a fresh buffer */
+            const st_tensor *src = dx;
+            if (!same_shape(dx, t)) {
+                st_tensor *e = NULL;
+                ST_TRY(st_expand(ctx, dx, t->ndim, t->ne, &e));
+                src = e;
+            }
+            ST_TRY(st_scale(ctx, src, alpha, &f));
+        } else { /* copy on write: a fresh sum replaces the borrowed grad */
+            (void)borrowed(ctx, t, true);
+            if (alpha == 1.0f) {
+                ST_TRY(st_add(ctx, t->grad, dx, &f));
+            } else {
+                ST_TRY(st_scale(ctx, t->grad, 1.0f, &f));
+                ST_TRY(st_axpy_(f, alpha, dx));
+            }
+        }
+        t->grad = f;
         return ST_OK;
     }
     st_tensor *g = NULL;
     ST_TRY(grad_buffer(ctx, t, &g));
     return st_axpy_(g, alpha, dx);
+}
+
+st_status st__ag_grad_add(st_ctx *ctx, st_tensor *t, const st_tensor *dx, bool owned) {
+    return grad_add(ctx, t, dx, owned, 1.0f);
 }
 
 /* g reduced to t's shape by summing broadcast dims (the reverse of NumPy
@@ -364,7 +450,15 @@ static st_status bw_matmul(st_ctx *ctx, const ag_node *n, st_tensor *dy) {
             ps[d] = ys[d];
         ps[nd - 2] = T->ne[T->ndim - 2];
         ps[nd - 1] = T->ne[T->ndim - 1];
-        if (shape_eq(nd, ps, T->ndim, T->ne)) {
+        if (!t->grad && !t->persistent) {
+            /* The first contribution: the product itself becomes the grad
+             * (no zero-filled buffer to accumulate into). */
+            st_tensor *p = NULL, *dx = NULL;
+            bool own = false;
+            ST_TRY(st_matmul(ctx, l, r, &p));
+            ST_TRY(reduce_to(ctx, p, true, T->ndim, T->ne, &dx, &own));
+            ST_TRY(grad_add(ctx, t, dx, own, 1.0f));
+        } else if (shape_eq(nd, ps, T->ndim, T->ne)) {
             st_tensor *g = NULL, *gv = NULL;
             ST_TRY(grad_buffer(ctx, t, &g));
             ST_TRY(st_reshape(ctx, g, T->ndim, T->ne, &gv));
@@ -508,6 +602,8 @@ static st_status node_backward(st_ctx *ctx, const ag_node *n) {
     case ST_OP_CONCAT:
         return bw_concat(ctx, n, dy);
     default:
+        if (st__ag_fused_handles(n->op)) /* attention, cross-entropy, rope, dropout */
+            return st__ag_fused_backward(ctx, n->op, &n->p, n->src, n->n_src, n->out, dy);
         return st__fail(ST_ERR_UNSUPPORTED, "st_backward: no gradient for op '%s'",
                         st_op_name(n->op));
     }
@@ -600,7 +696,16 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
 
     bool grad_was_on = st_ctx_grad_enabled(ctx);
     st_ctx_set_grad_enabled(ctx, false);
-    st_status s = grad_add(ctx, out, grad_out, false, 1.0f);
+    /* The seed is borrowed as out's grad; a persistent seed (which the
+     * caller may change later) is copied instead. */
+    st_status s = ST_OK;
+    if (grad_out->persistent) {
+        st_tensor *c = NULL;
+        s = st_scale(ctx, grad_out, 1.0f, &c);
+        if (s == ST_OK) s = grad_add(ctx, out, c, true, 1.0f);
+    } else {
+        s = grad_add(ctx, out, grad_out, false, 1.0f);
+    }
     for (int64_t i = 0; i < nodes.n && s == ST_OK; i++) {
         ag_node *n = nodes.v[i];
         n->consumed = true;

@@ -34,6 +34,27 @@
  *    bf16 operands are converted to f32 in the scratch buffer first; bf16
  *    matrix-vector shapes use the kernels' dot_bf16 directly.
  *
+ * Streaming stores. An op whose destination is at least STREAM_MIN_BYTES
+ * (16 MiB), does not alias a source and does little arithmetic per element
+ * (binary ops, the cheap unary ops, layer norm, RMS norm) writes it with
+ * the kernels' streaming forms (unary_nt, binary_nt, layernorm_nt,
+ * rmsnorm_nt): non-temporal stores skip the read-for-ownership of each
+ * destination line, so the op moves its inputs once and its output once
+ * instead of also reading the output's old contents (1/3 of the traffic of
+ * a unary op, 1/4 of a binary one). The output leaves the caches, which
+ * costs nothing at that size: 16 MiB is four times the per-core share of L3
+ * on current server parts (32 MiB per 8-core CCX), so the next op would
+ * find little of it in cache anyway. The threshold is fixed rather than
+ * derived from layer 1's l3_bytes because virtual machines report the
+ * host's whole socket there (508 MiB on the 2-core development VM).
+ * Transcendental ops (op_is_costly) and softmax / log_softmax keep ordinary
+ * stores: their loops are bound by the FP pipes, and there streaming stores
+ * made them slower (exp and gelu 10-30%, softmax ~15%, on the Zen 5 VM),
+ * while add gained ~30% and layer norm ~20%. Each thread fences its
+ * streaming stores (stream_fence) at the end of its part, before the
+ * pool's barrier publishes them. Ops that read their destination (axpy, in
+ * place) and the backward kernels keep ordinary stores.
+ *
  * RNG (RAND_NORMAL / RAND_UNIFORM) — counter-based, so any thread split
  * gives the same numbers (written here: no library Strata links offers a
  * counter-based generator, and a later Python reference must reproduce it
@@ -60,6 +81,7 @@
  */
 #include "backend/backend_impl.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/cpu_fused.h"
 #include "strata/hw.h"
 
 #include <cblas.h>
@@ -85,6 +107,7 @@ static const st_backend_iface g_cpu_iface;
 #define GRAIN_ROWS 8192   /* row ops: elements per thread share */
 #define BLK 256           /* stack block for gathered (strided) operands */
 #define MM_BIG (1 << 21)  /* M*N*K at which one sgemm gets all BLAS threads */
+#define STREAM_MIN_BYTES ((int64_t)16 << 20) /* dst size from which stores stream */
 
 static st_cpu_backend *cpu_of(st_backend *be) {
     return (st_cpu_backend *)be->impl;
@@ -247,6 +270,7 @@ typedef struct plan_job {
     const plan *p;
     seg_fn fn;
     void *ctx;
+    void (*fence)(void); /* run by each thread after its part, or NULL */
 } plan_job;
 
 static void plan_chunk(void *arg, int64_t b, int64_t e, int ith) {
@@ -274,11 +298,29 @@ static void plan_chunk(void *arg, int64_t b, int64_t e, int ith) {
         j->fn(j->ctx, ptr, st, len, idx, ith);
         idx += len;
     }
+    if (j->fence) j->fence();
+}
+
+/* stream: the segments may use the kernels' streaming stores, so every
+ * thread fences them before the barrier. */
+static void plan_run_ex(st_cpu_backend *cb, const plan *p, int64_t grain, seg_fn fn, void *ctx,
+                        bool stream) {
+    plan_job j = {p, fn, ctx, stream ? cb->k->stream_fence : NULL};
+    par_for(cb, p->n, grain, plan_chunk, &j);
 }
 
 static void plan_run(st_cpu_backend *cb, const plan *p, int64_t grain, seg_fn fn, void *ctx) {
-    plan_job j = {p, fn, ctx};
-    par_for(cb, p->n, grain, plan_chunk, &j);
+    plan_run_ex(cb, p, grain, fn, ctx, false);
+}
+
+/* Whether an op writing dst, reading the n_src views of src, should stream
+ * its stores: dst is large and no source is dst itself (an op in place
+ * reads the lines it writes, so it has no read-for-ownership to save). */
+static bool want_stream(const st_view *dst, const st_view *src, int n_src) {
+    if (st_view_numel(dst) * (int64_t)st_dtype_size(dst->dtype) < STREAM_MIN_BYTES) return false;
+    for (int i = 0; i < n_src; i++)
+        if (src[i].data == dst->data) return false;
+    return true;
 }
 
 /* A plan over the rows of a row op: the view's dims without the last one. */
@@ -351,7 +393,8 @@ typedef struct ew_ctx {
     const st_cpu_kernels *k;
     st_op op;
     float alpha;
-    bool has_y; /* UNARY_BACKWARD: y given */
+    bool has_y;  /* UNARY_BACKWARD: y given */
+    bool stream; /* unary/binary: contiguous dst runs use the streaming forms */
 } ew_ctx;
 
 static bool op_is_costly(st_op op) {
@@ -374,7 +417,8 @@ static void seg_unary(void *vctx, char *const *ptr, const int64_t *st, int64_t l
     (void)flat, (void)ith;
     const ew_ctx *c = vctx;
     if (st[0] == 4 && st[1] == 4) {
-        c->k->unary(c->op, len, (const float *)ptr[1], (float *)ptr[0], c->alpha);
+        (c->stream ? c->k->unary_nt : c->k->unary)(c->op, len, (const float *)ptr[1],
+                                                   (float *)ptr[0], c->alpha);
         return;
     }
     float tx[BLK], ty[BLK];
@@ -392,8 +436,9 @@ static void seg_binary(void *vctx, char *const *ptr, const int64_t *st, int64_t 
     (void)flat, (void)ith;
     const ew_ctx *c = vctx;
     if (st[0] == 4 && (st[1] == 4 || st[1] == 0) && (st[2] == 4 || st[2] == 0)) {
-        c->k->binary(c->op, len, (const float *)ptr[1], st[1] / 4, (const float *)ptr[2], st[2] / 4,
-                     (float *)ptr[0]);
+        (c->stream ? c->k->binary_nt : c->k->binary)(c->op, len, (const float *)ptr[1], st[1] / 4,
+                                                     (const float *)ptr[2], st[2] / 4,
+                                                     (float *)ptr[0]);
         return;
     }
     float ta[BLK], tb[BLK], ty[BLK];
@@ -454,16 +499,18 @@ static st_status run_elementwise(st_cpu_backend *cb, const st_op_desc *d) {
     plan p;
     plan_init(&p, dst->ndim, dst->ne);
     plan_add(&p, dst->data, dst->ndim, dst->nb);
-    ew_ctx c = {cb->k, d->op, d->p.alpha, false};
+    ew_ctx c = {cb->k, d->op, d->p.alpha, false, false};
     seg_fn fn;
     st_op kind = d->op;
     if (kind >= ST_OP_NEG && kind <= ST_OP_SCALE) {
         plan_add(&p, d->src[0].data, d->src[0].ndim, d->src[0].nb);
         fn = seg_unary;
+        c.stream = !op_is_costly(kind) && want_stream(dst, d->src, 1);
     } else if (kind >= ST_OP_ADD && kind <= ST_OP_DIV) {
         plan_add(&p, d->src[0].data, d->src[0].ndim, d->src[0].nb);
         plan_add(&p, d->src[1].data, d->src[1].ndim, d->src[1].nb);
         fn = seg_binary;
+        c.stream = want_stream(dst, d->src, 2);
     } else if (kind == ST_OP_AXPY) {
         plan_add(&p, d->src[0].data, d->src[0].ndim, d->src[0].nb);
         fn = seg_axpy;
@@ -486,9 +533,9 @@ static st_status run_elementwise(st_cpu_backend *cb, const st_op_desc *d) {
         ST_ASSERT(d->src[i].data == NULL || d->src[i].dtype == ST_F32);
     ST_ASSERT(dst->dtype == ST_F32);
     plan_coalesce(&p);
-    plan_run(cb, &p,
-             op_is_costly(kind) || d->op == ST_OP_UNARY_BACKWARD ? GRAIN_COSTLY : GRAIN_CHEAP, fn,
-             &c);
+    plan_run_ex(cb, &p,
+                op_is_costly(kind) || d->op == ST_OP_UNARY_BACKWARD ? GRAIN_COSTLY : GRAIN_CHEAP,
+                fn, &c, c.stream);
     return ST_OK;
 }
 
@@ -625,6 +672,7 @@ typedef struct row_ctx {
     float *mean, *rstd; /* norm backward: per-row statistics (indexed by row) */
     float *tmp;         /* norm backward: one slice of slice_floats(n) per thread */
     size_t tmp_stride;
+    bool stream;        /* layer/RMS norm: the kernels' streaming forms */
 } row_ctx;
 
 static void seg_rows(void *vctx, char *const *ptr, const int64_t *st, int64_t len, int64_t flat,
@@ -643,10 +691,10 @@ static void seg_rows(void *vctx, char *const *ptr, const int64_t *st, int64_t le
             k->log_softmax(n, x, o);
             break;
         case ST_OP_LAYERNORM:
-            k->layernorm(n, x, c->g, c->b, c->eps, o);
+            (c->stream ? k->layernorm_nt : k->layernorm)(n, x, c->g, c->b, c->eps, o);
             break;
         case ST_OP_RMSNORM:
-            k->rmsnorm(n, x, c->g, c->eps, o);
+            (c->stream ? k->rmsnorm_nt : k->rmsnorm)(n, x, c->g, c->eps, o);
             break;
         case ST_OP_SOFTMAX_BACKWARD:
             k->softmax_backward(n, x, (const float *)(ptr[2] + j * st[2]), o);
@@ -750,9 +798,11 @@ static st_status run_rows(st_cpu_backend *cb, const st_op_desc *d) {
     case ST_OP_LAYERNORM:
         c.g = optional_vec(d, 1, n);
         c.b = optional_vec(d, 2, n);
+        c.stream = want_stream(out, x, 1);
         break;
     case ST_OP_RMSNORM:
         c.g = optional_vec(d, 1, n);
+        c.stream = want_stream(out, x, 1);
         break;
     case ST_OP_SOFTMAX_BACKWARD:
     case ST_OP_LOG_SOFTMAX_BACKWARD:
@@ -785,7 +835,7 @@ static st_status run_rows(st_cpu_backend *cb, const st_op_desc *d) {
         c.tmp = s + 2 * rows_f;
     }
     plan_coalesce(&p);
-    plan_run(cb, &p, max64(1, GRAIN_ROWS / max64(n, 1)), seg_rows, &c);
+    plan_run_ex(cb, &p, max64(1, GRAIN_ROWS / max64(n, 1)), seg_rows, &c, c.stream);
     if (dg || db) {
         float *acc = c.tmp + (size_t)cb->n_threads * c.tmp_stride;
         norm_cols_ctx nc = {&c, x, dy, dg, db, acc, acc + slice_floats(n), rows};
@@ -1389,6 +1439,16 @@ static st_status run_rng(st_cpu_backend *cb, const st_op_desc *d) {
 
 /* ---- the table -------------------------------------------------------------------- */
 
+/* The fused transformer ops run in cpu_fused.c on this backend's pool,
+ * kernels and scratch. */
+static void *fused_scratch(void *owner, size_t bytes, const char *what) {
+    return scratch_get(owner, bytes, what);
+}
+static st_status run_fused(st_cpu_backend *cb, const st_op_desc *d) {
+    st__cpu_fused_env env = {cb->pool, cb->n_threads, cb->k, fused_scratch, cb};
+    return st__cpu_fused_compute(&env, d);
+}
+
 static bool cpu_supports_op(const st_backend *be, st_op op, st_dtype dt) {
     (void)be;
     switch (op) {
@@ -1400,6 +1460,7 @@ static bool cpu_supports_op(const st_backend *be, st_op op, st_dtype dt) {
     case ST_OP_ARANGE:
         return dt == ST_F32 || dt == ST_I32;
     default:
+        if (st__cpu_fused_handles(op)) return dt == ST_F32; /* cpu_fused.c */
         if (op > ST_OP_NONE && op < ST_OP_RESHAPE) return dt == ST_F32;
         return false; /* view ops and unknown numbers never reach a backend */
     }
@@ -1458,6 +1519,13 @@ static st_status cpu_compute(st_backend *be, const st_op_desc *d) {
     case ST_OP_RAND_NORMAL:
     case ST_OP_RAND_UNIFORM:
         return run_rng(cb, d);
+    case ST_OP_ATTENTION:
+    case ST_OP_ATTENTION_BACKWARD:
+    case ST_OP_CROSS_ENTROPY:
+    case ST_OP_CROSS_ENTROPY_BACKWARD:
+    case ST_OP_ROPE:
+    case ST_OP_DROPOUT:
+        return run_fused(cb, d);
     default:
         return st__fail(ST_ERR_UNSUPPORTED, "cpu backend: op %s is not a compute op",
                         st_op_name(d->op));

@@ -35,7 +35,12 @@ typedef struct st_cpu_kernels {
     float (*max)(int64_t n, const float *x); /* -inf for n == 0 */
     float (*dot)(int64_t n, const float *x, const float *y);
 
-    /* rows of n along the last axis */
+    /* rows of n along the last axis. The SIMD forward row kernels (softmax,
+     * log_softmax, layernorm, rmsnorm and their _nt forms) prefetch the n
+     * floats after the row (the next row of a contiguous tensor) during a
+     * pass that runs on the row in L1: a hardware prefetcher stops at the
+     * 4 KiB page that a row often fills. A prefetch never faults, so the
+     * floats after the last row need not exist. */
     void (*softmax)(int64_t n, const float *x, float *y);
     void (*log_softmax)(int64_t n, const float *x, float *y);
     /* dx = y * (dy - sum(dy*y)) */
@@ -52,6 +57,25 @@ typedef struct st_cpu_kernels {
     void (*rmsnorm)(int64_t n, const float *x, const float *g, float eps, float *y);
     void (*rmsnorm_backward)(int64_t n, const float *x, const float *g, const float *dy,
                              float eps, float *dx, float *dg_acc);
+
+    /* Streaming forms, for outputs too large to stay in cache (the executor
+     * picks them; see cpu_backend.c). Same arguments, contract and results
+     * bit for bit as unary, binary, layernorm and rmsnorm, but y is written
+     * with non-temporal stores, which skip the read-for-ownership of y's
+     * lines and do not keep them in cache: from y's first vector-aligned
+     * address on, whole vectors are streamed; the head before it and the
+     * tail use ordinary (masked) stores, so y may have any alignment, and y
+     * may equal x. Streaming stores are weakly ordered: the thread that made
+     * them calls stream_fence() before any other thread may read y (the
+     * executor does at the end of each thread's part of an op). The scalar
+     * table's forms are its ordinary kernels and its fence does nothing. */
+    void (*unary_nt)(st_op op, int64_t n, const float *x, float *y, float alpha);
+    void (*binary_nt)(st_op op, int64_t n, const float *a, int64_t sa, const float *b,
+                      int64_t sb, float *y);
+    void (*layernorm_nt)(int64_t n, const float *x, const float *g, const float *b, float eps,
+                         float *y);
+    void (*rmsnorm_nt)(int64_t n, const float *x, const float *g, float eps, float *y);
+    void (*stream_fence)(void);
 
     /* conversions (round to nearest even) */
     void (*bf16_to_f32)(int64_t n, const uint16_t *x, float *y);

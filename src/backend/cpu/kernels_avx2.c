@@ -13,6 +13,12 @@
  * kernels (softmax, norms) make vectorized passes over the row, which stays
  * in L1/L2 after the first.
  *
+ * Streaming forms (unary_nt, binary_nt, layernorm_nt, rmsnorm_nt; see
+ * kernels.h) share every loop with the ordinary ones: the loops take a
+ * store kind (U ordinary, NT non-temporal from the first 32-byte
+ * boundary of y; UP and NTP also prefetch the next row), so both forms
+ * compute each lane with the same instructions and write the same bits.
+ *
  * Compiled with -mavx2 -mfma -mf16c (CMake, by file name); the executor only
  * calls this table when layer 1 reports AVX2+FMA. No state, no allocation,
  * no threads.
@@ -156,23 +162,56 @@ static inline __m256 v_sigmoid(__m256 x) {
 
 /* ---- elementwise ---------------------------------------------------------------------- */
 
-/* y[i] = F(x[i]) over n floats: 4 vectors a step, then single vectors, then
- * one masked vector for the tail. y may equal x (each step loads first). */
-#define LOOP_1_1(n, x, y, F)                                                   \
+/* ---- stores ------------------------------------------------------------------------
+ * Every loop that writes an output takes a store kind S, fixed at compile
+ * time: U writes ordinary unaligned vectors from element 0; NT streams
+ * (non-temporal stores) from y's first 32-byte boundary on, after one
+ * masked ordinary store for the head before it (see kernels.h); UP and NTP
+ * are U and NT plus a prefetch of pf_ + i (a pointer the caller has in
+ * scope) per vector. Every lane of a result is computed by the same instructions
+ * whichever vector it falls in, so the kinds write identical values. */
+static inline int64_t nt_head(const float *y, int64_t n) {
+    int64_t h = (int64_t)((-(uintptr_t)y & 31) / sizeof(float));
+    return h < n ? h : n;
+}
+#define HEAD_U(y, n) 0
+#define HEAD_UP(y, n) 0
+#define HEAD_NT(y, n) nt_head((y), (n))
+#define HEAD_NTP(y, n) nt_head((y), (n))
+#define STV_U(p, v) _mm256_storeu_ps((p), (v))
+#define STV_UP(p, v) _mm256_storeu_ps((p), (v))
+#define STV_NT(p, v) _mm256_stream_ps((p), (v))
+#define STV_NTP(p, v) _mm256_stream_ps((p), (v))
+#define PF_U(i) ((void)0)
+#define PF_UP(i) _mm_prefetch((const char *)(pf_ + (i)), _MM_HINT_T0)
+#define PF_NT(i) ((void)0)
+#define PF_NTP(i) _mm_prefetch((const char *)(pf_ + (i)), _MM_HINT_T0)
+
+/* y[i] = F(x[i]) over n floats: the head (store kind NT), 4 vectors a step,
+ * then single vectors, then one masked vector for the tail. y may equal x
+ * (each step loads first). */
+#define LOOP_1_1_S(n, x, y, F, S)                                              \
     do {                                                                       \
-        int64_t i_ = 0;                                                        \
+        int64_t i_ = HEAD_##S((y), (n));                                       \
+        if (i_ > 0) {                                                          \
+            __m256i m_ = tail_mask(i_);                                        \
+            _mm256_maskstore_ps((y), m_, F(_mm256_maskload_ps((x), m_)));      \
+        }                                                                      \
         for (; i_ + 4 * VL <= (n); i_ += 4 * VL) {                             \
             __m256 v0_ = _mm256_loadu_ps((x) + i_);                            \
             __m256 v1_ = _mm256_loadu_ps((x) + i_ + VL);                       \
             __m256 v2_ = _mm256_loadu_ps((x) + i_ + 2 * VL);                   \
             __m256 v3_ = _mm256_loadu_ps((x) + i_ + 3 * VL);                   \
-            _mm256_storeu_ps((y) + i_, F(v0_));                                \
-            _mm256_storeu_ps((y) + i_ + VL, F(v1_));                           \
-            _mm256_storeu_ps((y) + i_ + 2 * VL, F(v2_));                       \
-            _mm256_storeu_ps((y) + i_ + 3 * VL, F(v3_));                       \
+            PF_##S(i_), PF_##S(i_ + 2 * VL);                                   \
+            STV_##S((y) + i_, F(v0_));                                         \
+            STV_##S((y) + i_ + VL, F(v1_));                                    \
+            STV_##S((y) + i_ + 2 * VL, F(v2_));                                \
+            STV_##S((y) + i_ + 3 * VL, F(v3_));                                \
         }                                                                      \
-        for (; i_ + VL <= (n); i_ += VL)                                       \
-            _mm256_storeu_ps((y) + i_, F(_mm256_loadu_ps((x) + i_)));          \
+        for (; i_ + VL <= (n); i_ += VL) {                                     \
+            PF_##S(i_);                                                        \
+            STV_##S((y) + i_, F(_mm256_loadu_ps((x) + i_)));                   \
+        }                                                                      \
         if (i_ < (n)) {                                                        \
             __m256i m_ = tail_mask((n) - i_);                                  \
             _mm256_maskstore_ps((y) + i_, m_, F(_mm256_maskload_ps((x) + i_, m_))); \
@@ -180,19 +219,26 @@ static inline __m256 v_sigmoid(__m256 x) {
     } while (0)
 
 /* z[i] = F(x[i], y[i]) */
-#define LOOP_2_1(n, x, y, z, F)                                                \
+#define LOOP_2_1_S(n, x, y, z, F, S)                                           \
     do {                                                                       \
-        int64_t i_ = 0;                                                        \
+        int64_t i_ = HEAD_##S((z), (n));                                       \
+        if (i_ > 0) {                                                          \
+            __m256i m_ = tail_mask(i_);                                        \
+            _mm256_maskstore_ps((z), m_, F(_mm256_maskload_ps((x), m_), _mm256_maskload_ps((y), m_))); \
+        }                                                                      \
         for (; i_ + 2 * VL <= (n); i_ += 2 * VL) {                             \
             __m256 a0_ = _mm256_loadu_ps((x) + i_);                            \
             __m256 a1_ = _mm256_loadu_ps((x) + i_ + VL);                       \
             __m256 b0_ = _mm256_loadu_ps((y) + i_);                            \
             __m256 b1_ = _mm256_loadu_ps((y) + i_ + VL);                       \
-            _mm256_storeu_ps((z) + i_, F(a0_, b0_));                           \
-            _mm256_storeu_ps((z) + i_ + VL, F(a1_, b1_));                      \
+            PF_##S(i_);                                                        \
+            STV_##S((z) + i_, F(a0_, b0_));                                    \
+            STV_##S((z) + i_ + VL, F(a1_, b1_));                               \
         }                                                                      \
-        for (; i_ + VL <= (n); i_ += VL)                                       \
-            _mm256_storeu_ps((z) + i_, F(_mm256_loadu_ps((x) + i_), _mm256_loadu_ps((y) + i_))); \
+        for (; i_ + VL <= (n); i_ += VL) {                                     \
+            PF_##S(i_);                                                        \
+            STV_##S((z) + i_, F(_mm256_loadu_ps((x) + i_), _mm256_loadu_ps((y) + i_))); \
+        }                                                                      \
         if (i_ < (n)) {                                                        \
             __m256i m_ = tail_mask((n) - i_);                                  \
             _mm256_maskstore_ps((z) + i_, m_,                                  \
@@ -201,12 +247,20 @@ static inline __m256 v_sigmoid(__m256 x) {
     } while (0)
 
 /* w[i] = F(x[i], y[i], z[i]) */
-#define LOOP_3_1(n, x, y, z, w, F)                                             \
+#define LOOP_3_1_S(n, x, y, z, w, F, S)                                        \
     do {                                                                       \
-        int64_t i_ = 0;                                                        \
-        for (; i_ + VL <= (n); i_ += VL)                                       \
-            _mm256_storeu_ps((w) + i_, F(_mm256_loadu_ps((x) + i_), _mm256_loadu_ps((y) + i_), \
-                                         _mm256_loadu_ps((z) + i_)));          \
+        int64_t i_ = HEAD_##S((w), (n));                                       \
+        if (i_ > 0) {                                                          \
+            __m256i m_ = tail_mask(i_);                                        \
+            _mm256_maskstore_ps((w), m_,                                       \
+                                F(_mm256_maskload_ps((x), m_), _mm256_maskload_ps((y), m_), \
+                                  _mm256_maskload_ps((z), m_)));               \
+        }                                                                      \
+        for (; i_ + VL <= (n); i_ += VL) {                                     \
+            PF_##S(i_);                                                        \
+            STV_##S((w) + i_, F(_mm256_loadu_ps((x) + i_), _mm256_loadu_ps((y) + i_), \
+                                _mm256_loadu_ps((z) + i_)));                   \
+        }                                                                      \
         if (i_ < (n)) {                                                        \
             __m256i m_ = tail_mask((n) - i_);                                  \
             _mm256_maskstore_ps((w) + i_, m_,                                  \
@@ -215,41 +269,60 @@ static inline __m256 v_sigmoid(__m256 x) {
         }                                                                      \
     } while (0)
 
+#define LOOP_1_1(n, x, y, F) LOOP_1_1_S(n, x, y, F, U)
+#define LOOP_2_1(n, x, y, z, F) LOOP_2_1_S(n, x, y, z, F, U)
+#define LOOP_3_1(n, x, y, z, w, F) LOOP_3_1_S(n, x, y, z, w, F, U)
+
 static inline __m256 f_neg(__m256 x) { return _mm256_xor_ps(x, bc(-0.0f)); }
 static inline __m256 f_log(__m256 x) { return v_log(x); }
 static inline __m256 f_sqrt(__m256 x) { return _mm256_sqrt_ps(x); }
 static inline __m256 f_relu(__m256 x) { return _mm256_max_ps(x, _mm256_setzero_ps()); }
 
-/* 0.5 x (1 + tanh(u)) == x sigmoid(2u), u = sqrt(2/pi) (x + c x^3) */
+/* 0.5 x (1 + tanh(u)) == x sigmoid(2u) == x / (1 + exp(-2u)), u = sqrt(2/pi)
+ * (x + c x^3), -2u = x (K1 + K2 x^2): one exp, one add and one division per
+ * vector and a short dependency chain; the loop is bound by the FP pipes,
+ * not by memory, so every operation saved shows. */
 static inline __m256 f_gelu_tanh(__m256 x) {
-    __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 u = _mm256_mul_ps(bc(ST_K_SQRT_2_OVER_PI),
-                             _mm256_fmadd_ps(_mm256_mul_ps(bc(ST_K_GELU_C), x2), x, x));
-    return _mm256_mul_ps(x, v_sigmoid(_mm256_add_ps(u, u)));
+    __m256 v = _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_mul_ps(x, x), bc(ST_K_GELU_K2), bc(ST_K_GELU_K1)));
+    return _mm256_div_ps(x, _mm256_add_ps(bc(1.0f), v_exp(v)));
 }
 
 static inline __m256 f_gelu_erf(__m256 x) { return _mm256_mul_ps(x, v_phi(x)); }
 
-static inline __m256 f_silu(__m256 x) { return _mm256_mul_ps(x, v_sigmoid(x)); }
+/* x sigmoid(x) == x / (1 + exp(-x)) (as the scalar spec writes it) */
+static inline __m256 f_silu(__m256 x) {
+    return _mm256_div_ps(x, _mm256_add_ps(bc(1.0f), v_exp(_mm256_xor_ps(x, bc(-0.0f)))));
+}
+
+#define UNARY_SWITCH(S)                                                        \
+    switch (op) {                                                              \
+    case ST_OP_NEG: LOOP_1_1_S(n, x, y, f_neg, S); break;                      \
+    case ST_OP_EXP: LOOP_1_1_S(n, x, y, v_exp, S); break;                      \
+    case ST_OP_LOG: LOOP_1_1_S(n, x, y, f_log, S); break;                      \
+    case ST_OP_SQRT: LOOP_1_1_S(n, x, y, f_sqrt, S); break;                    \
+    case ST_OP_TANH: LOOP_1_1_S(n, x, y, v_tanh, S); break;                    \
+    case ST_OP_GELU_TANH: LOOP_1_1_S(n, x, y, f_gelu_tanh, S); break;          \
+    case ST_OP_GELU_ERF: LOOP_1_1_S(n, x, y, f_gelu_erf, S); break;            \
+    case ST_OP_SILU: LOOP_1_1_S(n, x, y, f_silu, S); break;                    \
+    case ST_OP_RELU: LOOP_1_1_S(n, x, y, f_relu, S); break;                    \
+    case ST_OP_SCALE: LOOP_1_1_S(n, x, y, F_SCALE, S); break;                  \
+    default: break;                                                            \
+    }
 
 static void k_unary(st_op op, int64_t n, const float *x, float *y, float alpha) {
     const __m256 va = bc(alpha);
 #define F_SCALE(v) _mm256_mul_ps(va, (v))
-    switch (op) {
-    case ST_OP_NEG: LOOP_1_1(n, x, y, f_neg); break;
-    case ST_OP_EXP: LOOP_1_1(n, x, y, v_exp); break;
-    case ST_OP_LOG: LOOP_1_1(n, x, y, f_log); break;
-    case ST_OP_SQRT: LOOP_1_1(n, x, y, f_sqrt); break;
-    case ST_OP_TANH: LOOP_1_1(n, x, y, v_tanh); break;
-    case ST_OP_GELU_TANH: LOOP_1_1(n, x, y, f_gelu_tanh); break;
-    case ST_OP_GELU_ERF: LOOP_1_1(n, x, y, f_gelu_erf); break;
-    case ST_OP_SILU: LOOP_1_1(n, x, y, f_silu); break;
-    case ST_OP_RELU: LOOP_1_1(n, x, y, f_relu); break;
-    case ST_OP_SCALE: LOOP_1_1(n, x, y, F_SCALE); break;
-    default: break;
-    }
+    UNARY_SWITCH(U)
 #undef F_SCALE
 }
+
+static void k_unary_nt(st_op op, int64_t n, const float *x, float *y, float alpha) {
+    const __m256 va = bc(alpha);
+#define F_SCALE(v) _mm256_mul_ps(va, (v))
+    UNARY_SWITCH(NT)
+#undef F_SCALE
+}
+#undef UNARY_SWITCH
 
 /* derivatives times dy */
 static inline __m256 b_neg(__m256 x, __m256 dy) { (void)x; return f_neg(dy); }
@@ -332,44 +405,52 @@ static void k_unary_backward(st_op op, int64_t n, const float *x, const float *y
 #define LDT1(P, i, m) _mm256_maskload_ps((P) + (i), (m))
 #define LDT0(P, i, m) P##v
 
-#define BIN_LOOP(OPF, SA, SB)                                                  \
+#define BIN_LOOP(OPF, SA, SB, S)                                               \
     do {                                                                       \
-        int64_t i_ = 0;                                                        \
+        int64_t i_ = HEAD_##S(y, n);                                           \
+        if (i_ > 0) {                                                          \
+            __m256i m_ = tail_mask(i_);                                        \
+            _mm256_maskstore_ps(y, m_, OPF(LDT##SA(a, 0, m_), LDT##SB(b, 0, m_))); \
+        }                                                                      \
         for (; i_ + 4 * VL <= n; i_ += 4 * VL) {                               \
             __m256 r0_ = OPF(LD##SA(a, i_), LD##SB(b, i_));                    \
             __m256 r1_ = OPF(LD##SA(a, i_ + VL), LD##SB(b, i_ + VL));          \
             __m256 r2_ = OPF(LD##SA(a, i_ + 2 * VL), LD##SB(b, i_ + 2 * VL));  \
             __m256 r3_ = OPF(LD##SA(a, i_ + 3 * VL), LD##SB(b, i_ + 3 * VL));  \
-            _mm256_storeu_ps(y + i_, r0_);                                     \
-            _mm256_storeu_ps(y + i_ + VL, r1_);                                \
-            _mm256_storeu_ps(y + i_ + 2 * VL, r2_);                            \
-            _mm256_storeu_ps(y + i_ + 3 * VL, r3_);                            \
+            STV_##S(y + i_, r0_);                                              \
+            STV_##S(y + i_ + VL, r1_);                                         \
+            STV_##S(y + i_ + 2 * VL, r2_);                                     \
+            STV_##S(y + i_ + 3 * VL, r3_);                                     \
         }                                                                      \
         for (; i_ + VL <= n; i_ += VL)                                         \
-            _mm256_storeu_ps(y + i_, OPF(LD##SA(a, i_), LD##SB(b, i_)));       \
+            STV_##S(y + i_, OPF(LD##SA(a, i_), LD##SB(b, i_)));                \
         if (i_ < n) {                                                          \
             __m256i m_ = tail_mask(n - i_);                                    \
             _mm256_maskstore_ps(y + i_, m_, OPF(LDT##SA(a, i_, m_), LDT##SB(b, i_, m_))); \
         }                                                                      \
     } while (0)
 
-#define DEF_BINARY(NAME, OPF)                                                  \
+#define DEF_BINARY(NAME, OPF, S)                                               \
     static void NAME(int64_t n, const float *a, int64_t sa, const float *b, int64_t sb, \
                      float *y) {                                               \
         if (n <= 0) return;                                                    \
         const __m256 av = bc(a[0]), bv = bc(b[0]);                             \
-        if (sa && sb) BIN_LOOP(OPF, 1, 1);                                     \
-        else if (sa) BIN_LOOP(OPF, 1, 0);                                      \
-        else if (sb) BIN_LOOP(OPF, 0, 1);                                      \
-        else BIN_LOOP(OPF, 0, 0);                                              \
+        if (sa && sb) BIN_LOOP(OPF, 1, 1, S);                                  \
+        else if (sa) BIN_LOOP(OPF, 1, 0, S);                                   \
+        else if (sb) BIN_LOOP(OPF, 0, 1, S);                                   \
+        else BIN_LOOP(OPF, 0, 0, S);                                           \
         (void)av;                                                              \
         (void)bv;                                                              \
     }
 
-DEF_BINARY(bin_add, _mm256_add_ps)
-DEF_BINARY(bin_sub, _mm256_sub_ps)
-DEF_BINARY(bin_mul, _mm256_mul_ps)
-DEF_BINARY(bin_div, _mm256_div_ps)
+DEF_BINARY(bin_add, _mm256_add_ps, U)
+DEF_BINARY(bin_sub, _mm256_sub_ps, U)
+DEF_BINARY(bin_mul, _mm256_mul_ps, U)
+DEF_BINARY(bin_div, _mm256_div_ps, U)
+DEF_BINARY(bin_add_nt, _mm256_add_ps, NT)
+DEF_BINARY(bin_sub_nt, _mm256_sub_ps, NT)
+DEF_BINARY(bin_mul_nt, _mm256_mul_ps, NT)
+DEF_BINARY(bin_div_nt, _mm256_div_ps, NT)
 
 static void k_binary(st_op op, int64_t n, const float *a, int64_t sa, const float *b,
                      int64_t sb, float *y) {
@@ -381,6 +462,19 @@ static void k_binary(st_op op, int64_t n, const float *a, int64_t sa, const floa
     default: break;
     }
 }
+
+static void k_binary_nt(st_op op, int64_t n, const float *a, int64_t sa, const float *b,
+                        int64_t sb, float *y) {
+    switch (op) {
+    case ST_OP_ADD: bin_add_nt(n, a, sa, b, sb, y); break;
+    case ST_OP_SUB: bin_sub_nt(n, a, sa, b, sb, y); break;
+    case ST_OP_MUL: bin_mul_nt(n, a, sa, b, sb, y); break;
+    case ST_OP_DIV: bin_div_nt(n, a, sa, b, sb, y); break;
+    default: break;
+    }
+}
+
+static void k_stream_fence(void) { _mm_sfence(); }
 
 static void k_axpy(int64_t n, float alpha, const float *x, int64_t sx, float *y) {
     if (n <= 0) return;
@@ -493,54 +587,75 @@ static float sum_sqdev(int64_t n, const float *x, float c) {
 
 /* ---- rows ---------------------------------------------------------------------------------- */
 
-static void k_softmax(int64_t n, const float *x, float *y) {
-    if (n <= 0) return;
-    const __m256 vm = bc(k_max(n, x));
+/* exp(x[i] - m) into t (t may be x) and their sum; pf (the next row) is
+ * prefetched one line per two vectors while this pass computes. */
+static inline __attribute__((always_inline)) float softmax_exp(int64_t n, const float *x, __m256 vm,
+                                                               float *t, const float *pf) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
     for (; i + 2 * VL <= n; i += 2 * VL) {
+        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
         __m256 e0 = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         __m256 e1 = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + VL), vm));
-        _mm256_storeu_ps(y + i, e0);
-        _mm256_storeu_ps(y + i + VL, e1);
+        _mm256_storeu_ps(t + i, e0);
+        _mm256_storeu_ps(t + i + VL, e1);
         s0 = _mm256_add_ps(s0, e0);
         s1 = _mm256_add_ps(s1, e1);
     }
     for (; i + VL <= n; i += VL) {
+        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
         __m256 e = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-        _mm256_storeu_ps(y + i, e);
+        _mm256_storeu_ps(t + i, e);
         s0 = _mm256_add_ps(s0, e);
     }
     if (i < n) {
         __m256i m = tail_mask(n - i);
         __m256 e = _mm256_and_ps(v_exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vm)),
                                  _mm256_castsi256_ps(m));
-        _mm256_maskstore_ps(y + i, m, e);
+        _mm256_maskstore_ps(t + i, m, e);
         s1 = _mm256_add_ps(s1, e);
     }
-    const __m256 inv = bc(1.0f / hsum(_mm256_add_ps(s0, s1)));
+    return hsum(_mm256_add_ps(s0, s1));
+}
+
 #define SM_SCALE(v) _mm256_mul_ps((v), inv)
+
+static void k_softmax(int64_t n, const float *x, float *y) {
+    if (n <= 0) return;
+    const __m256 vm = bc(k_max(n, x));
+    const __m256 inv = bc(1.0f / softmax_exp(n, x, vm, y, x + n));
     LOOP_1_1(n, y, y, SM_SCALE);
+}
+
 #undef SM_SCALE
+
+/* sum of exp(x[i] - m) (pf as in softmax_exp) */
+static inline __attribute__((always_inline)) float lse_sum(int64_t n, const float *x, __m256 vm,
+                                                           const float *pf) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 2 * VL <= n; i += 2 * VL) {
+        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+        s1 = _mm256_add_ps(s1, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + VL), vm)));
+    }
+    for (; i + VL <= n; i += VL) {
+        _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+    }
+    if (i < n) {
+        __m256i mk = tail_mask(n - i);
+        s1 = _mm256_add_ps(s1, _mm256_and_ps(v_exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm)),
+                                             _mm256_castsi256_ps(mk)));
+    }
+    return hsum(_mm256_add_ps(s0, s1));
 }
 
 static void k_log_softmax(int64_t n, const float *x, float *y) {
     if (n <= 0) return;
     const float m = k_max(n, x);
     const __m256 vm = bc(m);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    int64_t i = 0;
-    for (; i + 2 * VL <= n; i += 2 * VL) {
-        s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
-        s1 = _mm256_add_ps(s1, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + VL), vm)));
-    }
-    for (; i + VL <= n; i += VL) s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
-    if (i < n) {
-        __m256i mk = tail_mask(n - i);
-        s1 = _mm256_add_ps(s1, _mm256_and_ps(v_exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, mk), vm)),
-                                             _mm256_castsi256_ps(mk)));
-    }
-    const __m256 lse = bc(m + logf(hsum(_mm256_add_ps(s0, s1))));
+    const __m256 lse = bc(m + logf(lse_sum(n, x, vm, x + n)));
 #define LSM_F(v) _mm256_sub_ps((v), lse)
     LOOP_1_1(n, x, y, LSM_F);
 #undef LSM_F
@@ -567,23 +682,42 @@ static void row_moments(int64_t n, const float *x, float eps, float *mean, float
     *rstd = 1.0f / sqrtf(var + eps);
 }
 
-static void k_layernorm(int64_t n, const float *x, const float *g, const float *b, float eps,
-                        float *y) {
+/* The last pass prefetches the next row (UP, NTP). */
+static inline __attribute__((always_inline)) void layernorm_row(int64_t n, const float *x,
+                                                                const float *g, const float *b,
+                                                                float eps, float *y, bool nt) {
     if (n <= 0) return;
     float mu, rstd;
     row_moments(n, x, eps, &mu, &rstd);
     const __m256 vmu = bc(mu), vr = bc(rstd);
+    const float *pf_ = x + n; /* the next row */
 #define LN_XHAT(xv) _mm256_mul_ps(_mm256_sub_ps((xv), vmu), vr)
 #define LN_G(xv, gv) _mm256_mul_ps(LN_XHAT(xv), (gv))
 #define LN_B(xv, bv) _mm256_add_ps(LN_XHAT(xv), (bv))
 #define LN_GB(xv, gv, bv) _mm256_fmadd_ps(LN_XHAT(xv), (gv), (bv))
-    if (g && b) LOOP_3_1(n, x, g, b, y, LN_GB);
-    else if (g) LOOP_2_1(n, x, g, y, LN_G);
-    else if (b) LOOP_2_1(n, x, b, y, LN_B);
-    else LOOP_1_1(n, x, y, LN_XHAT);
+#define LN_BODY(S)                                                             \
+    do {                                                                       \
+        if (g && b) LOOP_3_1_S(n, x, g, b, y, LN_GB, S);                       \
+        else if (g) LOOP_2_1_S(n, x, g, y, LN_G, S);                           \
+        else if (b) LOOP_2_1_S(n, x, b, y, LN_B, S);                           \
+        else LOOP_1_1_S(n, x, y, LN_XHAT, S);                                  \
+    } while (0)
+    if (nt) LN_BODY(NTP);
+    else LN_BODY(UP);
+#undef LN_BODY
 #undef LN_G
 #undef LN_B
 #undef LN_GB
+}
+
+static void k_layernorm(int64_t n, const float *x, const float *g, const float *b, float eps,
+                        float *y) {
+    layernorm_row(n, x, g, b, eps, y, false);
+}
+
+static void k_layernorm_nt(int64_t n, const float *x, const float *g, const float *b, float eps,
+                           float *y) {
+    layernorm_row(n, x, g, b, eps, y, true);
 }
 
 static void k_layernorm_backward(int64_t n, const float *x, const float *g, const float *dy,
@@ -632,15 +766,31 @@ static float row_rrms(int64_t n, const float *x, float eps) {
     return 1.0f / sqrtf(ss / (float)n + eps);
 }
 
-static void k_rmsnorm(int64_t n, const float *x, const float *g, float eps, float *y) {
+static inline __attribute__((always_inline)) void rmsnorm_row(int64_t n, const float *x,
+                                                              const float *g, float eps, float *y,
+                                                              bool nt) {
     if (n <= 0) return;
     const __m256 vr = bc(row_rrms(n, x, eps));
+    const float *pf_ = x + n; /* the next row */
 #define RN_F(xv) _mm256_mul_ps((xv), vr)
 #define RN_FG(xv, gv) _mm256_mul_ps(RN_F(xv), (gv))
-    if (g) LOOP_2_1(n, x, g, y, RN_FG);
-    else LOOP_1_1(n, x, y, RN_F);
+    if (nt) {
+        if (g) LOOP_2_1_S(n, x, g, y, RN_FG, NTP);
+        else LOOP_1_1_S(n, x, y, RN_F, NTP);
+    } else {
+        if (g) LOOP_2_1_S(n, x, g, y, RN_FG, UP);
+        else LOOP_1_1_S(n, x, y, RN_F, UP);
+    }
 #undef RN_F
 #undef RN_FG
+}
+
+static void k_rmsnorm(int64_t n, const float *x, const float *g, float eps, float *y) {
+    rmsnorm_row(n, x, g, eps, y, false);
+}
+
+static void k_rmsnorm_nt(int64_t n, const float *x, const float *g, float eps, float *y) {
+    rmsnorm_row(n, x, g, eps, y, true);
 }
 
 static void k_rmsnorm_backward(int64_t n, const float *x, const float *g, const float *dy,
@@ -783,6 +933,11 @@ const st_cpu_kernels st__cpu_kernels_avx2 = {
     .layernorm_backward = k_layernorm_backward,
     .rmsnorm = k_rmsnorm,
     .rmsnorm_backward = k_rmsnorm_backward,
+    .unary_nt = k_unary_nt,
+    .binary_nt = k_binary_nt,
+    .layernorm_nt = k_layernorm_nt,
+    .rmsnorm_nt = k_rmsnorm_nt,
+    .stream_fence = k_stream_fence,
     .bf16_to_f32 = k_bf16_to_f32,
     .f32_to_bf16 = k_f32_to_bf16,
     .f16_to_f32 = k_f16_to_f32,

@@ -18,6 +18,9 @@
 /* ---- GELU constants --------------------------------------------------------- */
 #define ST_K_SQRT_2_OVER_PI 0.7978845608028654f /* sqrt(2/pi) */
 #define ST_K_GELU_C 0.044715f
+/* the vectorized tanh GELU as x / (1 + exp(x (K1 + K2 x^2))): K1 x + K2 x^3 = -2u */
+#define ST_K_GELU_K1 (-2.0f * ST_K_SQRT_2_OVER_PI)
+#define ST_K_GELU_K2 (-2.0f * ST_K_SQRT_2_OVER_PI * ST_K_GELU_C)
 #define ST_K_INV_SQRT2 0.7071067811865476f      /* 1/sqrt(2) */
 #define ST_K_INV_SQRT_2PI 0.3989422804014327f   /* 1/sqrt(2 pi) */
 

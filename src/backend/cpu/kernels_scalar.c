@@ -266,6 +266,10 @@ static float k_dot_bf16(int64_t n, const uint16_t *x, const uint16_t *y) {
     return (float)s;
 }
 
+/* The reference has no streaming stores: its streaming forms are the plain
+ * kernels, and there is nothing to fence. */
+static void k_stream_fence(void) {}
+
 const st_cpu_kernels st__cpu_kernels_scalar = {
     .level = ST_SIMD_SCALAR,
     .name = "scalar",
@@ -284,6 +288,11 @@ const st_cpu_kernels st__cpu_kernels_scalar = {
     .layernorm_backward = k_layernorm_backward,
     .rmsnorm = k_rmsnorm,
     .rmsnorm_backward = k_rmsnorm_backward,
+    .unary_nt = k_unary,
+    .binary_nt = k_binary,
+    .layernorm_nt = k_layernorm,
+    .rmsnorm_nt = k_rmsnorm,
+    .stream_fence = k_stream_fence,
     .bf16_to_f32 = k_bf16_to_f32,
     .f32_to_bf16 = k_f32_to_bf16,
     .f16_to_f32 = k_f16_to_f32,
