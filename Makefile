@@ -5,7 +5,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build build-asan test test-normal test-asan demo bench clean format lint
+.PHONY: all setup build build-asan test test-normal test-asan fuzz demo bench clean format lint
 
 all: build
 
@@ -36,17 +36,38 @@ test: setup
 	tools/check_layers.sh
 	$(MAKE) test-normal
 	$(MAKE) test-asan
-	@echo "make test: all tests passed (normal and sanitizer builds)"
+	$(MAKE) fuzz
+	@echo "make test: all tests passed (normal, sanitizer and fuzz builds)"
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang in build-fuzz and
+# run FUZZ_SECONDS each over their seed corpus tests/fuzz/corpus/<name>/ (new
+# inputs go to build-fuzz/corpus/<name>/, crashes to build-fuzz/crashes/).
+FUZZ_SECONDS ?= 10
+build-fuzz/CMakeCache.txt: | setup
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DSTRATA_FUZZ=ON $(CMAKE_FLAGS)
+
+fuzz: setup build-fuzz/CMakeCache.txt
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+	@set -e; mkdir -p build-fuzz/crashes; for f in build-fuzz/fuzz/fuzz_*; do \
+	  n=$$(basename $$f); mkdir -p build-fuzz/corpus/$$n tests/fuzz/corpus/$$n; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    -artifact_prefix=build-fuzz/crashes/$$n- build-fuzz/corpus/$$n tests/fuzz/corpus/$$n \
+	    2>build-fuzz/$$n.log || { tail -40 build-fuzz/$$n.log; exit 1; }; \
+	  tail -1 build-fuzz/$$n.log; done
 
 demo: build
 	build/strata hw --measure
 	build/examples/train_mlp
+	build/strata train --config shakespeare-char-baby --data data/tinyshakespeare.txt --out build/demo-model
+	build/strata sample --model build/demo-model -n 300 --prompt "ROMEO:"
 
 bench: build
 	build/strata bench ops
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -8,6 +8,8 @@
 #define STRATA_BENCH_H
 
 int bench_ops_main(int argc, char **argv);
+int bench_tokenizer_main(int argc, char **argv);
+int bench_train_main(int argc, char **argv);
 
 /* Median of n doubles (sorts v in place). */
 double bench_median(double *v, int n);

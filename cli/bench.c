@@ -13,7 +13,9 @@ static void usage(FILE *f) {
             "benchmarks (each prints ratios against a peer or the machine's limit,\n"
             "measured side by side in one run; medians of several repetitions):\n"
             "  ops    matmul vs raw cblas_sgemm; elementwise, softmax and layernorm vs\n"
-            "         the measured copy bandwidth; every SIMD level vs scalar\n\n"
+            "         the measured copy bandwidth; every SIMD level vs scalar\n"
+            "  tokenizer  BPE encoding MB/s (gpt2, cl100k_base) vs js-tiktoken\n"
+            "  train  training tokens/s (fwd+bwd+AdamW) of the shakespeare configs vs PyTorch\n\n"
             "Run 'strata bench <name> --help' for its options.\n");
 }
 
@@ -27,5 +29,7 @@ int cmd_bench(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "ops") == 0) return bench_ops_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "tokenizer") == 0) return bench_tokenizer_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "train") == 0) return bench_train_main(argc - 1, argv + 1);
     return cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }

@@ -20,6 +20,10 @@ typedef struct {
 static const subcommand k_subcommands[] = {
     {"hw", cmd_hw, "describe this machine; --measure runs roofline probes"},
     {"bench", cmd_bench, "benchmarks against the hardware and peers (bench ops)"},
+    {"tokenize", cmd_tokenize, "text <-> token ids with any tokenizer (gpt2, cl100k_base, PATH)"},
+    {"tokenizer", cmd_tokenizer, "train a BPE or char tokenizer; writes tokenizer.json"},
+    {"train", cmd_train, "train a gpt2 or llama model on a text file (--resume continues)"},
+    {"sample", cmd_sample, "generate text from a model directory"},
 };
 #define N_SUB (sizeof k_subcommands / sizeof k_subcommands[0])
 

@@ -518,6 +518,40 @@ static st_tensor *small_loss(st_tensor *W) {
     return t;
 }
 
+/* The first contribution becomes a step tensor's grad without a zero-filled
+ * buffer: passed-through gradients are shared (an add hands dy to both
+ * operands, a reshape to its input) and copied on the next write, so a
+ * lender's grad never changes through a borrower. */
+static void test_grad_sharing_copy_on_write(void **state) {
+    (void)state;
+    const int64_t s23[2] = {2, 3}, s6[1] = {6};
+    st_tensor *X = param(2, s23, INIT_NORMAL, 41);
+    float x[6], g[6];
+    OK(st_tensor_to_f32(X, x, 6));
+    st_ctx_reset(g_ctx);
+    st_tensor *a, *b, *y, *r, *sq, *l1, *l2, *loss;
+    OK(st_scale(g_ctx, X, 1.0f, &a));   /* a = x */
+    OK(st_scale(g_ctx, X, 2.0f, &b));   /* b = 2x */
+    OK(st_add(g_ctx, a, b, &y));        /* y = a + b: dy goes to a and b */
+    OK(st_reshape(g_ctx, y, 1, s6, &r));
+    OK(st_sum_all(g_ctx, r, &l1));
+    OK(st_mul(g_ctx, a, a, &sq));       /* a gets a second contribution 2a */
+    OK(st_sum_all(g_ctx, sq, &l2));
+    OK(st_add(g_ctx, l1, l2, &loss));
+    OK(st_backward(g_ctx, loss));
+    OK(st_tensor_to_f32(y->grad, g, 6));
+    for (int i = 0; i < 6; i++) assert_float_equal(g[i], 1.0f, 0.0f); /* the lender */
+    OK(st_tensor_to_f32(b->grad, g, 6));
+    for (int i = 0; i < 6; i++) assert_float_equal(g[i], 1.0f, 0.0f);
+    OK(st_tensor_to_f32(a->grad, g, 6));
+    for (int i = 0; i < 6; i++) assert_float_equal(g[i], 1.0f + 2.0f * x[i], 1e-6f);
+    OK(st_tensor_to_f32(X->grad, g, 6)); /* da + 2 db */
+    for (int i = 0; i < 6; i++) assert_float_equal(g[i], 3.0f + 2.0f * x[i], 1e-5f);
+    assert_true(st_tensor_is_contiguous(a->grad) && st_tensor_is_contiguous(r->grad));
+    st_ctx_reset(g_ctx);
+    st_tensor_free(X);
+}
+
 static void test_accumulation_and_zero_grad(void **state) {
     (void)state;
     const int64_t sw[2] = {3, 4};
@@ -845,6 +879,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_every_op),
         cmocka_unit_test(test_accumulation_and_zero_grad),
+        cmocka_unit_test(test_grad_sharing_copy_on_write),
         cmocka_unit_test(test_steady_state_allocates_nothing),
         cmocka_unit_test(test_no_grad_records_nothing),
         cmocka_unit_test(test_backward_errors),

@@ -10,6 +10,7 @@ PKGS=(
   libopenblas-dev   # BLAS (cblas_sgemm) and LAPACK
   libjansson-dev    # JSON
   libcmocka-dev     # unit tests
+  libpcre2-dev      # regexes (tokenizer pre-tokenization)
   libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang builds
   python3           # test scripts check JSON output with the standard library
 )

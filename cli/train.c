@@ -1,0 +1,524 @@
+/*
+ * train.c — `strata train`: trains a gpt2 or llama model on a text file.
+ *
+ * The loop (one step): draw batch `step` of the train split (st_textdata,
+ * a pure function of (seed, step)), forward + fused cross-entropy with
+ * dropout seeded by (seed, step), backward over the tape, clip the global
+ * grad norm, AdamW at the schedule's lr for this step, zero grads, reset the
+ * context's arena. Every eval_interval steps (and at step 0 of a fresh run
+ * and at the end) it estimates train and val loss over eval_iters batches
+ * each (nanoGPT's estimate_loss; eval batches are a function of (seed,
+ * step) too), appends a line to OUT/metrics.jsonl and writes a checkpoint:
+ * the model directory (strata/hub.h) plus the training state. Because
+ * nothing in a step depends on anything but (weights, optimizer state,
+ * seed, step), `--resume` continues bit for bit.
+ *
+ * Memory: parameters, grads and AdamW moments are persistent tensors; each
+ * step's activations and tape live in the context's arena, whose size after
+ * the first step is the activation part of the printed memory budget.
+ * Ownership: everything is created and freed in cmd_train. Threads: the
+ * context's pool (--threads / STRATA_THREADS); this file is single-threaded.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "progress.h"
+#include "strata/data.h"
+#include "strata/hub.h"
+#include "train_config.h"
+
+#define EVAL_SALT 0x4556414c5345454dULL /* "EVALSEEM" */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: strata train --config NAME|FILE --data PATH [options]\n"
+            "       strata train --resume DIR [--steps N] [options]\n\n"
+            "Trains a gpt2 or llama language model on a text file (90%% train, last 10%%\n"
+            "validation). Every evaluation appends {step, train_loss, val_loss, lr,\n"
+            "tokens_per_s, elapsed_s} to OUT/metrics.jsonl and writes a checkpoint: the\n"
+            "model directory (config.json, model.safetensors, tokenizer.json, ...) and\n"
+            "the training state (train_state.json, train_state.safetensors) into OUT.\n\n"
+            "options:\n"
+            "  --config NAME|FILE  a built-in configuration or a JSON file of the same keys\n"
+            "                      (docs/training.md):\n"
+            "                        shakespeare-char-baby   gpt2, 4 layers, 4 heads, 128 wide,\n"
+            "                          block 64, batch 12, dropout 0, 2000 iters, AdamW lr 1e-3\n"
+            "                          cosine to 1e-4 (warmup 100), beta2 0.99, wd 0.1, clip 1,\n"
+            "                          eval every 250 over 20 batches (nanoGPT's CPU config)\n"
+            "                        shakespeare-char        gpt2, 6 layers, 6 heads, 384 wide,\n"
+            "                          block 256, batch 64, dropout 0.2, 5000 iters, eval over\n"
+            "                          200 batches (nanoGPT's train_shakespeare_char)\n"
+            "                        shakespeare-char-llama-baby  the baby config as a llama\n"
+            "                          (RMSNorm, RoPE, SwiGLU 344, untied head)\n"
+            "  --data PATH         training text (UTF-8); a char tokenizer is built from it\n"
+            "                      unless the configuration names another tokenizer\n"
+            "  --steps N           train until N steps in all (default: the config's max_iters)\n"
+            "  --out DIR           output directory (default: out-<config>; --resume: DIR)\n"
+            "  --seed S            seed of weights, batches and dropout (default 1337)\n"
+            "  --resume DIR        continue the run checkpointed in DIR, bit for bit\n"
+            "  --eval-every N      evaluate and checkpoint every N steps (config: eval_interval)\n"
+            "  --eval-iters N      batches per loss estimate (config: eval_iters)\n"
+            "  --batch B           batch size (config: batch_size)\n"
+            "  --lr LR             peak learning rate (config: learning_rate; min_lr scales along)\n"
+            "  --threads N         worker threads (default: STRATA_THREADS, else all CPUs)\n"
+            "  --json              JSON lines on stdout (each evaluation, then a summary)\n"
+            "  --help              this text\n\n"
+            "The memory budget printed after the first step is parameters + grads + AdamW\n"
+            "moments + the activations the tape keeps (the arena's size after one step);\n"
+            "the peak RSS measured at the end is printed beside it.\n");
+}
+
+typedef struct train_args {
+    const char *config, *data, *out, *resume;
+    long steps, seed, eval_every, eval_iters, batch, threads;
+    double lr;
+    bool json;
+} train_args;
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Splits a [B, T+1] batch into inputs and targets [B, T] (step tensors). */
+static st_status make_xy(st_ctx *ctx, const int32_t *batch, int B, int T, int32_t *xbuf,
+                         int32_t *ybuf, st_tensor **x, st_tensor **y) {
+    for (int b = 0; b < B; b++) {
+        memcpy(xbuf + (size_t)b * T, batch + (size_t)b * (T + 1), sizeof(int32_t) * (size_t)T);
+        memcpy(ybuf + (size_t)b * T, batch + (size_t)b * (T + 1) + 1, sizeof(int32_t) * (size_t)T);
+    }
+    const int64_t shape[2] = {B, T};
+    ST_TRY(st_from_data(ctx, ST_I32, 2, shape, xbuf, x));
+    return st_from_data(ctx, ST_I32, 2, shape, ybuf, y);
+}
+
+typedef struct trainer {
+    train_config cfg;
+    st_ctx *ctx;
+    st_model *m;
+    st_optim *o;
+    st_tokenizer *tok;
+    st_textdata *data;
+    st_lr_schedule sched;
+    uint64_t seed;
+    int32_t *batch, *xbuf, *ybuf;
+} trainer;
+
+static st_status eval_split(trainer *t, st_split split, int64_t step, double *mean) {
+    int B = t->cfg.batch_size, T = t->cfg.block_size;
+    double sum = 0.0;
+    st_ctx_set_grad_enabled(t->ctx, false);
+    st_model_set_training(t->m, false, 0);
+    st_status s = ST_OK;
+    for (int64_t k = 0; k < t->cfg.eval_iters && s == ST_OK; k++) {
+        st_ctx_reset(t->ctx);
+        st_tensor *x, *y, *loss;
+        float v = 0.0f;
+        s = st_textdata_batch(t->data, split, t->seed ^ EVAL_SALT,
+                              (uint64_t)step * (uint64_t)t->cfg.eval_iters + (uint64_t)k, B, T,
+                              t->batch);
+        if (s == ST_OK) s = make_xy(t->ctx, t->batch, B, T, t->xbuf, t->ybuf, &x, &y);
+        if (s == ST_OK) s = st_model_loss(t->m, x, y, &loss, NULL);
+        if (s == ST_OK) s = st_tensor_get_f32(loss, 0, &v);
+        sum += v;
+    }
+    st_ctx_reset(t->ctx);
+    st_ctx_set_grad_enabled(t->ctx, true);
+    *mean = (double)(float)(sum / (double)t->cfg.eval_iters);
+    return s;
+}
+
+static st_status train_step(trainer *t, int64_t step, float *loss_out) {
+    int B = t->cfg.batch_size, T = t->cfg.block_size;
+    st_ctx_reset(t->ctx);
+    st_tensor *x, *y, *loss;
+    ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step, B, T, t->batch));
+    ST_TRY(make_xy(t->ctx, t->batch, B, T, t->xbuf, t->ybuf, &x, &y));
+    st_model_set_training(t->m, true, mix64(t->seed ^ mix64((uint64_t)step + 1)));
+    ST_TRY(st_model_loss(t->m, x, y, &loss, NULL));
+    ST_TRY(st_tensor_get_f32(loss, 0, loss_out));
+    ST_TRY(st_backward(t->ctx, loss));
+    if (t->cfg.grad_clip > 0) ST_TRY(st_clip_grad_norm(t->m, (float)t->cfg.grad_clip, NULL));
+    ST_TRY(st_optim_step(t->o, st_lr_at(&t->sched, step)));
+    st_model_zero_grad(t->m);
+    return ST_OK;
+}
+
+/* Keeps the lines of OUT/metrics.jsonl whose step is <= max_step (a run
+ * that died after an evaluation but before its checkpoint). */
+static st_status trim_metrics(const char *path, int64_t max_step) {
+    char *txt = NULL;
+    size_t n = 0;
+    if (st_text_read_file(path, 0, &txt, &n) != ST_OK) return ST_OK; /* none yet */
+    char *out = st_malloc(n + 1);
+    if (!out) {
+        st_free(txt);
+        return st__fail(ST_ERR_NOMEM, "%s: no memory", path);
+    }
+    size_t k = 0;
+    for (char *line = txt; line < txt + n;) {
+        char *nl = memchr(line, '\n', (size_t)(txt + n - line));
+        size_t len = nl ? (size_t)(nl - line) + 1 : (size_t)(txt + n - line);
+        json_t *j = json_loadb(line, len, 0, NULL);
+        json_t *st = j ? json_object_get(j, "step") : NULL;
+        if (json_is_integer(st) && json_integer_value(st) <= max_step) {
+            memcpy(out + k, line, len);
+            k += len;
+        }
+        json_decref(j);
+        line += len;
+    }
+    st_status s = st_file_write_atomic(path, out, k);
+    st_free(out);
+    st_free(txt);
+    return s;
+}
+
+static st_status append_line(const char *path, const char *line) {
+    FILE *f = fopen(path, "a");
+    if (!f) return st__fail(ST_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+    fprintf(f, "%s\n", line);
+    if (fflush(f) != 0 || fclose(f) != 0)
+        return st__fail(ST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return ST_OK;
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static double mb(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+int cmd_train(int argc, char **argv) {
+    train_args a = {.steps = -1, .seed = 1337, .eval_every = -1, .eval_iters = -1, .batch = -1,
+                    .threads = 0, .lr = -1.0};
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (!strcmp(k, "--json")) {
+            a.json = true;
+            continue;
+        }
+        if (!v) return cli_usage_error("train", "%s needs a value", k);
+        i++;
+        if (!strcmp(k, "--config")) a.config = v;
+        else if (!strcmp(k, "--data")) a.data = v;
+        else if (!strcmp(k, "--out")) a.out = v;
+        else if (!strcmp(k, "--resume")) a.resume = v;
+        else if (!strcmp(k, "--steps")) ok = cli_parse_long(v, &a.steps) && a.steps >= 0;
+        else if (!strcmp(k, "--seed")) ok = cli_parse_long(v, &a.seed) && a.seed >= 0;
+        else if (!strcmp(k, "--eval-every")) ok = cli_parse_long(v, &a.eval_every) && a.eval_every >= 1;
+        else if (!strcmp(k, "--eval-iters")) ok = cli_parse_long(v, &a.eval_iters) && a.eval_iters >= 1;
+        else if (!strcmp(k, "--batch")) ok = cli_parse_long(v, &a.batch) && a.batch >= 1;
+        else if (!strcmp(k, "--threads")) ok = cli_parse_long(v, &a.threads) && a.threads >= 1;
+        else if (!strcmp(k, "--lr")) ok = cli_parse_double(v, &a.lr) && a.lr > 0;
+        else return cli_usage_error("train", "unknown option '%s'", k);
+        if (!ok) return cli_usage_error("train", "bad value '%s' for %s", v, k);
+    }
+    if (!a.resume && (!a.config || !a.data))
+        return cli_usage_error("train", "--config and --data are required (or --resume DIR)");
+    if (a.resume && (a.config || a.batch > 0 || a.lr > 0 || a.eval_every > 0 || a.eval_iters > 0))
+        return cli_usage_error("train", "--resume continues the run's own configuration: "
+                                        "--config, --batch, --lr, --eval-every and --eval-iters "
+                                        "cannot change it");
+    FILE *info = a.json ? stderr : stdout;
+
+    trainer t;
+    memset(&t, 0, sizeof t);
+    cli_progress prog;
+    memset(&prog, 0, sizeof prog);
+    char data_path[4096];
+    st_train_state ts;
+    memset(&ts, 0, sizeof ts);
+    char *text = NULL, *cfg_json = NULL, *out_dir = NULL, *metrics_path = NULL;
+    size_t n_text = 0;
+    int rc = 1;
+    st_status s = ST_OK;
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        s = (expr);                                                                                \
+        if (s != ST_OK) goto fail;                                                                 \
+    } while (0)
+
+    /* 1. Configuration: the resumed run's own, or NAME|FILE plus overrides. */
+    if (a.resume) {
+        TRY(st_train_state_load(a.resume, NULL, &ts));
+        if (!ts.config_json) {
+            s = st__fail(ST_ERR_FORMAT, "%s/train_state.json: no config", a.resume);
+            goto fail;
+        }
+        TRY(train_config_parse_json(ts.config_json, strlen(ts.config_json), a.resume, &t.cfg));
+        json_t *j = json_loads(ts.config_json, 0, NULL);
+        json_t *nm = j ? json_object_get(j, "name") : NULL;
+        if (json_is_string(nm)) snprintf(t.cfg.name, sizeof t.cfg.name, "%s", json_string_value(nm));
+        json_decref(j);
+        t.seed = ts.seed;
+        if (!a.data && ts.data_path) {
+            snprintf(data_path, sizeof data_path, "%s", ts.data_path);
+            a.data = data_path;
+        }
+        if (!a.data) {
+            s = st__fail(ST_ERR_FORMAT, "%s: the state names no data; pass --data", a.resume);
+            goto fail;
+        }
+    } else {
+        s = train_config_resolve(a.config, &t.cfg);
+        if (s == ST_ERR_INVALID_ARG) {
+            fprintf(stderr, "strata train: %s\nTry 'strata train --help'.\n", st_last_error());
+            rc = 2;
+            goto fail_quiet;
+        }
+        if (s != ST_OK) goto fail;
+        if (a.batch > 0) t.cfg.batch_size = (int)a.batch;
+        if (a.eval_every > 0) t.cfg.eval_interval = a.eval_every;
+        if (a.eval_iters > 0) t.cfg.eval_iters = a.eval_iters;
+        if (a.lr > 0) {
+            t.cfg.min_lr *= a.lr / t.cfg.learning_rate;
+            t.cfg.learning_rate = a.lr;
+        }
+        TRY(train_config_validate(&t.cfg));
+        t.seed = (uint64_t)a.seed;
+    }
+    int64_t max_steps = a.steps >= 0 ? a.steps : t.cfg.max_iters;
+    size_t on = strlen(t.cfg.name) + 8;
+    out_dir = st_malloc(on + (a.out ? strlen(a.out) : 0) + (a.resume ? strlen(a.resume) : 0));
+    if (!out_dir) {
+        s = st__fail(ST_ERR_NOMEM, "no memory");
+        goto fail;
+    }
+    if (a.out) strcpy(out_dir, a.out);
+    else if (a.resume) strcpy(out_dir, a.resume);
+    else {
+        const char *bn = base_name(t.cfg.name);
+        size_t k = strcspn(bn, ".");
+        sprintf(out_dir, "out-%.*s", (int)k, bn);
+    }
+
+    /* 2. Data and tokenizer (the state records the data's absolute path). */
+    TRY(st_text_read_file(a.data, 0, &text, &n_text));
+    char *abs_data = realpath(a.data, NULL);
+    if (abs_data) {
+        snprintf(data_path, sizeof data_path, "%s", abs_data);
+        free(abs_data);
+        a.data = data_path;
+    }
+    if (a.resume && ts.data_bytes >= 0 && (int64_t)n_text != ts.data_bytes) {
+        s = st__fail(ST_ERR_FORMAT, "%s: %zu bytes, but the run was trained on %lld bytes", a.data,
+                     n_text, (long long)ts.data_bytes);
+        goto fail;
+    }
+    if (a.resume) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/tokenizer.json", a.resume);
+        TRY(st_tokenizer_load(p, &t.tok));
+    } else if (strcmp(t.cfg.tokenizer, "char") == 0) {
+        TRY(st_tokenizer_char_from_corpus(text, n_text, &t.tok));
+    } else {
+        TRY(st_tokenizer_load(t.cfg.tokenizer, &t.tok));
+    }
+    TRY(st_textdata_new(t.tok, text, n_text, t.cfg.train_frac, a.data, &t.data));
+    int B = t.cfg.batch_size, T = t.cfg.block_size;
+    t.batch = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)(T + 1));
+    t.xbuf = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+    t.ybuf = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
+    if (!t.batch || !t.xbuf || !t.ybuf) {
+        s = st__fail(ST_ERR_NOMEM, "no memory for batches");
+        goto fail;
+    }
+
+    /* 3. Context, model, optimizer, schedule. */
+    st_ctx_params cp = st_ctx_default_params();
+    cp.cpu.n_threads = (int)a.threads;
+    TRY(st_ctx_new(&cp, &t.ctx));
+    TRY(st_autograd_enable(t.ctx));
+    if (a.resume) {
+        TRY(st_modeldir_load(t.ctx, a.resume, &t.m, NULL));
+    } else {
+        st_model_config mc = train_config_model(&t.cfg, st_tokenizer_vocab_size(t.tok));
+        TRY(st_model_config_validate(&mc));
+        TRY(st_model_new(t.ctx, &mc, t.seed, &t.m));
+    }
+    st_optim_params op = st_optim_default_params(ST_OPTIM_ADAMW);
+    op.lr = (float)t.cfg.learning_rate;
+    op.beta1 = (float)t.cfg.beta1;
+    op.beta2 = (float)t.cfg.beta2;
+    op.weight_decay = (float)t.cfg.weight_decay;
+    TRY(st_optim_new(t.m, &op, &t.o));
+    t.sched = (st_lr_schedule){.lr_max = (float)t.cfg.learning_rate,
+                               .lr_min = (float)t.cfg.min_lr,
+                               .warmup_steps = t.cfg.warmup_iters,
+                               .decay_steps = t.cfg.lr_decay_iters,
+                               .cosine = t.cfg.decay_lr};
+    int64_t start = 0;
+    double elapsed0 = 0.0;
+    int64_t tokens_seen = 0;
+    if (a.resume) {
+        st_train_state_clear(&ts);
+        TRY(st_train_state_load(a.resume, t.o, &ts));
+        start = ts.step;
+        elapsed0 = ts.elapsed_s;
+        tokens_seen = ts.tokens_seen;
+    }
+    TRY(train_config_to_json(&t.cfg, &cfg_json));
+
+    /* 4. Output directory and metrics file. */
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        s = st__fail(ST_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
+        goto fail;
+    }
+    metrics_path = st_malloc(strlen(out_dir) + 32);
+    if (!metrics_path) {
+        s = st__fail(ST_ERR_NOMEM, "no memory");
+        goto fail;
+    }
+    sprintf(metrics_path, "%s/metrics.jsonl", out_dir);
+    if (a.resume) TRY(trim_metrics(metrics_path, start));
+    else remove(metrics_path);
+
+    const st_model_config *mc = st_model_get_config(t.m);
+    int64_t n_params = st_model_n_params(t.m);
+    fprintf(info,
+            "strata train: config %s: %s, %d layers, %d heads, %d wide, block %d, batch %d, "
+            "dropout %g\n",
+            t.cfg.name, mc->arch == ST_ARCH_LLAMA ? "llama" : "gpt2", mc->n_layer, mc->n_head,
+            mc->n_embd, T, B, (double)mc->dropout);
+    fprintf(info, "data %s: %zu bytes -> %lld tokens (vocab %d): %lld train, %lld val\n", a.data,
+            n_text, (long long)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
+                                st_textdata_n_tokens(t.data, ST_SPLIT_VAL)),
+            st_tokenizer_vocab_size(t.tok), (long long)st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN),
+            (long long)st_textdata_n_tokens(t.data, ST_SPLIT_VAL));
+    fprintf(info, "model: %lld parameters (%.2f M); %d threads; steps %lld -> %lld; out %s\n",
+            (long long)n_params, (double)n_params / 1e6, st_ctx_n_threads(t.ctx),
+            (long long)start, (long long)max_steps, out_dir);
+    fflush(info);
+
+    /* 5. The loop. */
+    double budget = 0.0, t_run = st_time_s(), train_time = 0.0;
+    int64_t tokens_since = 0;
+    double last_train = NAN, last_val = NAN;
+    cli_progress_init(&prog, start, max_steps, t.cfg.eval_interval > 5 ? t.cfg.eval_interval / 5 : 1,
+                      true);
+    char size_desc[512];
+    snprintf(size_desc, sizeof size_desc, "%s (%zu bytes, %lld tokens, %s tokenizer, 90/10 split)",
+             base_name(a.data), n_text,
+             (long long)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
+                         st_textdata_n_tokens(t.data, ST_SPLIT_VAL)),
+             st_tokenizer_get_kind(t.tok) == ST_TOK_CHAR ? "char-level" : "BPE");
+    char desc[512];
+    snprintf(desc, sizeof desc, "Trained with `strata train --config %s` (seed %llu).",
+             t.cfg.name, (unsigned long long)t.seed);
+
+    for (int64_t step = start;; step++) {
+        /* Evaluate + checkpoint after `step` steps. */
+        bool eval = (step % t.cfg.eval_interval == 0 || step == max_steps) &&
+                    !(a.resume && step == start);
+        if (eval) {
+            cli_progress_clear(&prog);
+            TRY(eval_split(&t, ST_SPLIT_TRAIN, step, &last_train));
+            TRY(eval_split(&t, ST_SPLIT_VAL, step, &last_val));
+            double elapsed = elapsed0 + (st_time_s() - t_run);
+            double tps = train_time > 0 ? (double)tokens_since / train_time : 0.0;
+            float lr = st_lr_at(&t.sched, step > 0 ? step - 1 : 0);
+            char line[512];
+            snprintf(line, sizeof line,
+                     "{\"step\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g, \"lr\": %.9g, "
+                     "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}",
+                     (long long)step, last_train, last_val, (double)lr, tps, elapsed);
+            TRY(append_line(metrics_path, line));
+            if (a.json) printf("%s\n", line);
+            else
+                printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f tok/s, %.1f s\n",
+                       (long long)step, last_train, last_val, (double)lr, tps, elapsed);
+            fflush(stdout);
+            tokens_since = 0;
+            train_time = 0.0;
+            st_model_card card = st_model_card_default();
+            card.training_data = size_desc;
+            card.description = desc;
+            card.step = step;
+            card.tokens_seen = tokens_seen;
+            card.train_loss = last_train;
+            card.val_loss = last_val;
+            TRY(st_modeldir_save(out_dir, t.m, t.tok, &card));
+            st_train_state st2 = {.step = step, .seed = t.seed, .tokens_seen = tokens_seen,
+                                  .elapsed_s = elapsed, .config_json = cfg_json,
+                                  .data_path = (char *)a.data, .data_bytes = (int64_t)n_text,
+                                  .schedule = t.sched};
+            TRY(st_train_state_save(out_dir, t.o, &st2));
+        }
+        if (step >= max_steps) break;
+        double t0 = st_time_s();
+        float loss = 0.0f;
+        TRY(train_step(&t, step, &loss));
+        if (budget == 0.0) {
+            double act = (double)st_arena_used_bytes(st_ctx_arena(t.ctx));
+            double p4 = 4.0 * (double)n_params;
+            double data_b = 4.0 * (double)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
+                                           st_textdata_n_tokens(t.data, ST_SPLIT_VAL));
+            budget = p4 * 4.0 + act + data_b;
+            cli_progress_clear(&prog);
+            fprintf(info,
+                    "memory budget: params %.1f MB + grads %.1f MB + AdamW moments %.1f MB + "
+                    "activations %.1f MB (arena after one step) + tokens %.1f MB = %.1f MB\n",
+                    mb(p4), mb(p4), mb(2 * p4), mb(act), mb(data_b), mb(budget));
+            fflush(info);
+        }
+        double dt = st_time_s() - t0;
+        train_time += dt;
+        tokens_since += (int64_t)B * T;
+        tokens_seen += (int64_t)B * T;
+        cli_progress_update(&prog, step + 1, loss, (double)tokens_since / train_time);
+    }
+    cli_progress_clear(&prog);
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss = (double)ru.ru_maxrss * 1024.0, wall = st_time_s() - t_run;
+    if (a.json) {
+        printf("{\"done\": true, \"steps\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g, "
+               "\"wall_s\": %.3f, \"params\": %lld, \"budget_bytes\": %.0f, "
+               "\"peak_rss_bytes\": %.0f, \"out\": \"%s\"}\n",
+               (long long)max_steps, last_train, last_val, wall, (long long)n_params, budget, rss,
+               out_dir);
+    }
+    fprintf(info,
+            "done: %lld steps, val loss %.4f, %.1f s this run; model in %s\n"
+            "peak RSS %.1f MB (memory budget %.1f MB)\n",
+            (long long)max_steps, last_val, wall, out_dir, mb(rss), mb(budget));
+    rc = 0;
+    goto done;
+fail:
+    cli_progress_clear(&prog);
+    rc = cli_fail("train", s);
+fail_quiet:
+done:
+    st_optim_free(t.o);
+    st_model_free(t.m);
+    st_ctx_free(t.ctx);
+    st_textdata_free(t.data);
+    st_tokenizer_free(t.tok);
+    st_free(t.batch);
+    st_free(t.xbuf);
+    st_free(t.ybuf);
+    st_free(text);
+    st_free(cfg_json);
+    st_free(out_dir);
+    st_free(metrics_path);
+    st_train_state_clear(&ts);
+    return rc;
+#undef TRY
+}
