@@ -65,6 +65,8 @@ demo: build
 
 bench: build
 	build/strata bench ops
+	build/strata bench tokenizer
+	build/strata bench train
 
 clean:
 	rm -rf build build-asan build-fuzz

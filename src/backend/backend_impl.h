@@ -45,4 +45,9 @@ struct st_backend {
  * clears it. No-op for a pool of one thread or NULL. */
 void st__pool_sleep_hint(st_pool *pool);
 
+/* st_pool_parallel_for with the index of the thread running each chunk
+ * (for per-thread scratch): fn(arg, begin, end, ith), ith in [0, pool size). */
+typedef void (*st__pool_indexed_fn)(void *arg, int64_t begin, int64_t end, int ith);
+void st__pool_for(st_pool *pool, int64_t n, int64_t grain, st__pool_indexed_fn fn, void *arg);
+
 #endif /* STRATA_BACKEND_IMPL_H */

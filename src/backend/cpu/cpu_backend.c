@@ -152,37 +152,11 @@ static size_t slice_floats(int64_t n) {
 
 /* ---- parallel ranges with the thread index --------------------------------------- */
 
-typedef void (*par_fn)(void *arg, int64_t begin, int64_t end, int ith);
+typedef st__pool_indexed_fn par_fn;
 
-typedef struct par_job {
-    par_fn fn;
-    void *arg;
-    int64_t n;
-    int nchunks;
-} par_job;
-
-static void par_worker(void *varg, int ith, int nth) {
-    (void)nth;
-    const par_job *j = varg;
-    if (ith >= j->nchunks) return;
-    int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
-    int64_t b = ith * q + min64(ith, r);
-    int64_t e = b + q + (ith < r ? 1 : 0);
-    if (b < e) j->fn(j->arg, b, e, ith);
-}
-
-/* Splits [0,n) into at most n_threads contiguous chunks of >= grain items;
- * one chunk runs inline on the caller (thread 0) without waking the pool. */
+/* [0,n) over the pool in chunks of >= grain items (st__pool_for). */
 static void par_for(st_cpu_backend *cb, int64_t n, int64_t grain, par_fn fn, void *arg) {
-    if (n <= 0) return;
-    if (grain < 1) grain = 1;
-    int64_t nchunks = min64(n / grain, cb->n_threads);
-    if (nchunks <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
-    par_job j = {fn, arg, n, (int)nchunks};
-    st_pool_run(cb->pool, par_worker, &j);
+    st__pool_for(cb->pool, n, grain, fn, arg);
 }
 
 /* ---- plans ---------------------------------------------------------------------- */

@@ -63,37 +63,11 @@ static size_t fz_slice(int64_t n) {
     return ((size_t)(n > 1 ? n : 1) + 15) & ~(size_t)15;
 }
 
-typedef void (*fz_fn)(void *arg, int64_t begin, int64_t end, int ith);
+typedef st__pool_indexed_fn fz_fn;
 
-typedef struct fz_job {
-    fz_fn fn;
-    void *arg;
-    int64_t n;
-    int nchunks;
-} fz_job;
-
-static void fz_worker(void *varg, int ith, int nth) {
-    (void)nth;
-    const fz_job *j = varg;
-    if (ith >= j->nchunks) return;
-    int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
-    int64_t b = ith * q + fz_min(ith, r);
-    int64_t e = b + q + (ith < r ? 1 : 0);
-    if (b < e) j->fn(j->arg, b, e, ith);
-}
-
-/* [0,n) in at most n_threads contiguous chunks of >= grain items; a single
- * chunk runs inline on the caller. */
+/* [0,n) over the pool in chunks of >= grain items (st__pool_for). */
 static void fz_for(const st__cpu_fused_env *env, int64_t n, int64_t grain, fz_fn fn, void *arg) {
-    if (n <= 0) return;
-    if (grain < 1) grain = 1;
-    int64_t nchunks = fz_min(n / grain, env->n_threads);
-    if (nchunks <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
-    fz_job j = {fn, arg, n, (int)nchunks};
-    st_pool_run(env->pool, fz_worker, &j);
+    st__pool_for(env->pool, n, grain, fn, arg);
 }
 
 /* Runs n independent BLAS-using tasks under the threading rule above. */

@@ -246,7 +246,8 @@ void st__pool_sleep_hint(st_pool *pool) {
 }
 
 typedef struct range_job {
-    st_pool_range_fn fn;
+    st_pool_range_fn fn;         /* the public form ... */
+    st__pool_indexed_fn ifn;     /* ... or the executor's, with the thread index */
     void *arg;
     int64_t n;
     int nchunks;
@@ -259,20 +260,41 @@ static void range_worker(void *varg, int ith, int nth) {
     int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
     int64_t begin = ith * q + (ith < r ? ith : r);
     int64_t end = begin + q + (ith < r ? 1 : 0);
-    if (begin < end) j->fn(j->arg, begin, end);
+    if (begin >= end) return;
+    if (j->ifn)
+        j->ifn(j->arg, begin, end, ith);
+    else
+        j->fn(j->arg, begin, end);
 }
 
-void st_pool_parallel_for(st_pool *pool, int64_t n, int64_t grain, st_pool_range_fn fn, void *arg) {
-    ST_ASSERT(fn);
+/* Splits [0,n) into at most pool-size contiguous chunks of >= grain items;
+ * a single chunk runs inline on the caller (thread 0) without waking the pool. */
+static void range_run(st_pool *pool, int64_t n, int64_t grain, range_job *j) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int nth = st_pool_size(pool);
     int64_t nchunks = n / grain;
     if (nchunks > nth) nchunks = nth;
     if (nchunks <= 1) {
-        fn(arg, 0, n);
+        if (j->ifn)
+            j->ifn(j->arg, 0, n, 0);
+        else
+            j->fn(j->arg, 0, n);
         return;
     }
-    range_job j = {fn, arg, n, (int)nchunks};
-    st_pool_run(pool, range_worker, &j);
+    j->n = n;
+    j->nchunks = (int)nchunks;
+    st_pool_run(pool, range_worker, j);
+}
+
+void st_pool_parallel_for(st_pool *pool, int64_t n, int64_t grain, st_pool_range_fn fn, void *arg) {
+    ST_ASSERT(fn);
+    range_job j = {.fn = fn, .arg = arg};
+    range_run(pool, n, grain, &j);
+}
+
+void st__pool_for(st_pool *pool, int64_t n, int64_t grain, st__pool_indexed_fn fn, void *arg) {
+    ST_ASSERT(fn);
+    range_job j = {.ifn = fn, .arg = arg};
+    range_run(pool, n, grain, &j);
 }
