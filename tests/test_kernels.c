@@ -785,9 +785,8 @@ static void test_rows_levels(void **state) {
  * destinations at every offset from a 64-byte boundary that matters (the
  * head before the first aligned vector, AVX2's 32-byte boundary, none), in
  * place, with broadcast operands, and with NaN and infinity among the
- * inputs. Nothing before or after the destination may change. The row
- * forms also prefetch past the row: x has one spare float after it here,
- * and a prefetch would not fault anyway. */
+ * inputs. Nothing before or after the destination may change. (The row
+ * kernels prefetch past the end of these buffers; a prefetch never faults.) */
 #define NT_PRE 16 /* guard floats before the destination */
 static const int64_t k_nt_offsets[] = {0, 1, 3, 7, 8, 13, 15};
 static const int64_t k_nt_lengths[] = {0, 1, 7, 15, 16, 17, 31, 33, 100, 1000, 4097};

@@ -48,12 +48,15 @@
  * derived from layer 1's l3_bytes because virtual machines report the
  * host's whole socket there (508 MiB on the 2-core development VM).
  * Transcendental ops (op_is_costly) and softmax / log_softmax keep ordinary
- * stores: their loops are bound by the FP pipes, and there streaming stores
- * made them slower (exp and gelu 10-30%, softmax ~15%, on the Zen 5 VM),
- * while add gained ~30% and layer norm ~20%. Each thread fences its
- * streaming stores (stream_fence) at the end of its part, before the
- * pool's barrier publishes them. Ops that read their destination (axpy, in
- * place) and the backward kernels keep ordinary stores.
+ * stores: with streaming stores a loop that spends long on arithmetic per
+ * line ran slower on the 2-core Zen 5 VM (64 MiB, 2 threads: gelu -11%,
+ * softmax with its exponentials kept in an L1 block and streamed out -20%,
+ * a chain of 8 dependent FMAs per vector -30%), while add gained ~25% and
+ * layer norm ~20%; softmax instead prefetches its rows (kernels.h). Each
+ * thread fences its streaming stores (stream_fence) at the end of its
+ * part, before the pool's barrier publishes them. Ops that read their
+ * destination (axpy, in place) and the backward kernels keep ordinary
+ * stores.
  *
  * RNG (RAND_NORMAL / RAND_UNIFORM) — counter-based, so any thread split
  * gives the same numbers (written here: no library Strata links offers a

@@ -35,12 +35,15 @@ typedef struct st_cpu_kernels {
     float (*max)(int64_t n, const float *x); /* -inf for n == 0 */
     float (*dot)(int64_t n, const float *x, const float *y);
 
-    /* rows of n along the last axis. The SIMD forward row kernels (softmax,
-     * log_softmax, layernorm, rmsnorm and their _nt forms) prefetch the n
-     * floats after the row (the next row of a contiguous tensor) during a
-     * pass that runs on the row in L1: a hardware prefetcher stops at the
-     * 4 KiB page that a row often fills. A prefetch never faults, so the
-     * floats after the last row need not exist. */
+    /* rows of n along the last axis. The SIMD forward row kernels
+     * (softmax, log_softmax, layernorm, rmsnorm and the _nt forms) prefetch,
+     * during a pass over the row that runs in L1, n floats starting
+     * ST_CPU_ROW_PREFETCH floats or one row, whichever is more, past the
+     * row's start: the rows still to come of a contiguous tensor. softmax
+     * and log_softmax also prefetch the same stretch past y's row for
+     * writing. Their passes over a row are short and each starts on a new
+     * 4 KiB page (a 1024-float row fills one), where a hardware prefetcher
+     * stops. A prefetch never faults, so those floats need not exist. */
     void (*softmax)(int64_t n, const float *x, float *y);
     void (*log_softmax)(int64_t n, const float *x, float *y);
     /* dx = y * (dy - sum(dy*y)) */
@@ -85,6 +88,10 @@ typedef struct st_cpu_kernels {
     /* sum of x[i]*y[i] in f32 accumulation (AVX-512 BF16 dot where present) */
     float (*dot_bf16)(int64_t n, const uint16_t *x, const uint16_t *y);
 } st_cpu_kernels;
+
+/* Prefetch distance (floats) of the row kernels: 8 KiB, two 1024-float
+ * rows; one row was too short on the Zen 5 VM, three no better. */
+#define ST_CPU_ROW_PREFETCH 2048
 
 /* The table of a level, or NULL when the level is not compiled in (e.g.
  * AVX-512 on Arm). Whether the CPU can run it is layer 1's question. */

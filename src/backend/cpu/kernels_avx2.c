@@ -16,7 +16,7 @@
  * Streaming forms (unary_nt, binary_nt, layernorm_nt, rmsnorm_nt; see
  * kernels.h) share every loop with the ordinary ones: the loops take a
  * store kind (U ordinary, NT non-temporal from the first 32-byte
- * boundary of y; UP and NTP also prefetch the next row), so both forms
+ * boundary of y; UP and NTP also prefetch rows ahead), so both forms
  * compute each lane with the same instructions and write the same bits.
  *
  * Compiled with -mavx2 -mfma -mf16c (CMake, by file name); the executor only
@@ -587,14 +587,30 @@ static float sum_sqdev(int64_t n, const float *x, float c) {
 
 /* ---- rows ---------------------------------------------------------------------------------- */
 
-/* exp(x[i] - m) into t (t may be x) and their sum; pf (the next row) is
- * prefetched one line per two vectors while this pass computes. */
+/* Where the row kernels prefetch (kernels.h): rows still to come. */
+static inline int64_t row_ahead(int64_t n) {
+    return n > ST_CPU_ROW_PREFETCH ? n : ST_CPU_ROW_PREFETCH;
+}
+
+/* Fetches the line at p for writing (PREFETCHW: the line arrives owned, so
+ * the store that follows does not wait for a read-for-ownership). Written
+ * as asm so the file needs no -mprfchw; CPUs without the feature run the
+ * encoding as a NOP. */
+static inline void prefetch_w(const float *p) {
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+}
+
+/* exp(x[i] - m) into t (t may be x) and their sum. While this pass
+ * computes, the input rows ahead (pf) are prefetched for reading and the
+ * output rows ahead (pw) for writing, one line of each per two vectors. */
 static inline __attribute__((always_inline)) float softmax_exp(int64_t n, const float *x, __m256 vm,
-                                                               float *t, const float *pf) {
+                                                               float *t, const float *pf,
+                                                               const float *pw) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
     for (; i + 2 * VL <= n; i += 2 * VL) {
         _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        prefetch_w(pw + i);
         __m256 e0 = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         __m256 e1 = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + VL), vm));
         _mm256_storeu_ps(t + i, e0);
@@ -604,6 +620,7 @@ static inline __attribute__((always_inline)) float softmax_exp(int64_t n, const 
     }
     for (; i + VL <= n; i += VL) {
         _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        prefetch_w(pw + i);
         __m256 e = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         _mm256_storeu_ps(t + i, e);
         s0 = _mm256_add_ps(s0, e);
@@ -623,24 +640,26 @@ static inline __attribute__((always_inline)) float softmax_exp(int64_t n, const 
 static void k_softmax(int64_t n, const float *x, float *y) {
     if (n <= 0) return;
     const __m256 vm = bc(k_max(n, x));
-    const __m256 inv = bc(1.0f / softmax_exp(n, x, vm, y, x + n));
+    const __m256 inv = bc(1.0f / softmax_exp(n, x, vm, y, x + row_ahead(n), y + row_ahead(n)));
     LOOP_1_1(n, y, y, SM_SCALE);
 }
 
 #undef SM_SCALE
 
-/* sum of exp(x[i] - m) (pf as in softmax_exp) */
+/* sum of exp(x[i] - m) (pf, pw as in softmax_exp) */
 static inline __attribute__((always_inline)) float lse_sum(int64_t n, const float *x, __m256 vm,
-                                                           const float *pf) {
+                                                           const float *pf, const float *pw) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
     for (; i + 2 * VL <= n; i += 2 * VL) {
         _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        prefetch_w(pw + i);
         s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
         s1 = _mm256_add_ps(s1, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + VL), vm)));
     }
     for (; i + VL <= n; i += VL) {
         _mm_prefetch((const char *)(pf + i), _MM_HINT_T0);
+        prefetch_w(pw + i);
         s0 = _mm256_add_ps(s0, v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
     }
     if (i < n) {
@@ -655,7 +674,7 @@ static void k_log_softmax(int64_t n, const float *x, float *y) {
     if (n <= 0) return;
     const float m = k_max(n, x);
     const __m256 vm = bc(m);
-    const __m256 lse = bc(m + logf(lse_sum(n, x, vm, x + n)));
+    const __m256 lse = bc(m + logf(lse_sum(n, x, vm, x + row_ahead(n), y + row_ahead(n))));
 #define LSM_F(v) _mm256_sub_ps((v), lse)
     LOOP_1_1(n, x, y, LSM_F);
 #undef LSM_F
@@ -682,7 +701,7 @@ static void row_moments(int64_t n, const float *x, float eps, float *mean, float
     *rstd = 1.0f / sqrtf(var + eps);
 }
 
-/* The last pass prefetches the next row (UP, NTP). */
+/* The last pass prefetches rows ahead (UP, NTP; see kernels.h). */
 static inline __attribute__((always_inline)) void layernorm_row(int64_t n, const float *x,
                                                                 const float *g, const float *b,
                                                                 float eps, float *y, bool nt) {
@@ -690,7 +709,7 @@ static inline __attribute__((always_inline)) void layernorm_row(int64_t n, const
     float mu, rstd;
     row_moments(n, x, eps, &mu, &rstd);
     const __m256 vmu = bc(mu), vr = bc(rstd);
-    const float *pf_ = x + n; /* the next row */
+    const float *pf_ = x + row_ahead(n);
 #define LN_XHAT(xv) _mm256_mul_ps(_mm256_sub_ps((xv), vmu), vr)
 #define LN_G(xv, gv) _mm256_mul_ps(LN_XHAT(xv), (gv))
 #define LN_B(xv, bv) _mm256_add_ps(LN_XHAT(xv), (bv))
@@ -771,7 +790,7 @@ static inline __attribute__((always_inline)) void rmsnorm_row(int64_t n, const f
                                                               bool nt) {
     if (n <= 0) return;
     const __m256 vr = bc(row_rrms(n, x, eps));
-    const float *pf_ = x + n; /* the next row */
+    const float *pf_ = x + row_ahead(n);
 #define RN_F(xv) _mm256_mul_ps((xv), vr)
 #define RN_FG(xv, gv) _mm256_mul_ps(RN_F(xv), (gv))
     if (nt) {

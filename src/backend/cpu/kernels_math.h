@@ -105,8 +105,9 @@ static inline uint16_t st__k_f32_to_f16(float f) {
  * round(x log2 e), r = x - n ln2 in two parts (Cody-Waite; n * LN2_HI is
  * exact for |n| <= 150), e^r = 1 + r + r^2 P(r) on |r| <= ln2/2 (Cephes
  * expf, ~1 ulp), then scaled by 2^n so that results in the subnormal range
- * round once (AVX2: two exponent-field multiplies, 2^(n/2) 2^(n - n/2);
- * AVX-512: vscalefps). */
+ * round once (AVX2: two exponent-field multiplies, 2^(n/2) 2^(n - n/2)).
+ * The AVX-512 table keeps the clamp and the ln2 split but reduces by ln2/16
+ * against a table of 2^(j/16) with a cubic and vscalefps (its v_exp). */
 #define ST_K_EXP_HI 89.0f
 #define ST_K_EXP_LO -104.0f
 #define ST_K_LOG2E 1.44269504088896341f
