@@ -14,9 +14,9 @@ layer_of_dir() {  # src/<dir>/... -> layer number
 }
 layer_of_header() {  # strata/x.h -> layer number
   case "$1" in
-    base.h) echo 0 ;; hw.h) echo 1 ;; backend.h) echo 2 ;; tensor.h) echo 3 ;;
-    nn.h|model.h) echo 4 ;; data.h|tokenizer.h) echo 5 ;;
-    hub.h|infer.h|serve.h) echo 6 ;; track.h|pipeline.h|dist.h) echo 7 ;;
+    base.h) echo 0 ;; hw.h) echo 1 ;; backend.h) echo 2 ;; tensor.h|quant.h) echo 3 ;;
+    nn.h|model.h) echo 4 ;; data.h|tokenizer.h|parquet.h|arrow.h) echo 5 ;;
+    hub.h|infer.h|serve.h|registry.h) echo 6 ;; track.h|pipeline.h|dist.h) echo 7 ;;
     app.h|vecindex.h) echo 8 ;; *) echo -1 ;;
   esac
 }

@@ -13,6 +13,12 @@ PKGS=(
   libpcre2-dev      # regexes (tokenizer pre-tokenization)
   libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang builds
   python3           # test scripts check JSON output with the standard library
+  libmicrohttpd-dev # HTTP servers (serve, hub serve, ui)
+  libcurl4-openssl-dev # HTTP client (hub pull/push)
+  libssl-dev        # libcrypto: SHA-256 (hub blobs, ingest manifests)
+  libsqlite3-dev    # tracking store, RAG chunks (FTS5)
+  libpq-dev         # tracking on PostgreSQL
+  zlib1g-dev libzstd-dev libsnappy-dev liblz4-dev libbrotli-dev # Parquet codecs
 )
 
 missing=()

@@ -1,0 +1,235 @@
+/*
+ * strata/infer.h — layer 6: the inference engine.
+ *
+ * Three parts:
+ *  - st_lm: a language model's weights laid out for inference (no tape, no
+ *    gradients): the gpt2 or llama configuration, per-layer weight matrices
+ *    (st_wmatrix: f32, f16, bf16, q8_0 or q4_0), norm weights and biases in
+ *    f32, and the tokenizer when the source carries one. Loaded from a
+ *    native / Hugging Face model directory, a llama2.c checkpoint or a GGUF
+ *    file; written as GGUF or a model directory (src/hub/ does the bytes).
+ *  - st_engine: runs an st_lm over a batch of sequences of different
+ *    lengths with a paged KV cache (fixed-size blocks from one pool, a block
+ *    table per sequence, blocks reference-counted so that sequences can share
+ *    a prompt prefix). Prefill goes through matrix-matrix products, decode
+ *    through matrix-vector products.
+ *  - st_sampler: greedy, temperature, top-k, top-p, min-p, penalties, seeded.
+ *
+ * Matrix layout: [out, in] row-major (strata/quant.h). RoPE pairs follow
+ * st_lm.rope: llama2.c and GGUF files use ST_ROPE_INTERLEAVED, Strata's and
+ * Hugging Face's llama use ST_ROPE_HALF; converters permute the q/k rows
+ * when they change the convention, as llama.cpp's converter does.
+ *
+ * Threads: an st_lm is immutable once loaded and may be shared. An
+ * st_engine (and its KV cache) is driven by one thread at a time; its
+ * products run over the context's pool.
+ */
+#ifndef STRATA_INFER_H
+#define STRATA_INFER_H
+
+#include "strata/model.h"
+#include "strata/quant.h"
+#include "strata/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== weights ============================================================ */
+
+/* One transformer block. Norm weights/biases and linear biases are f32
+ * arrays (NULL when the model has none: llama has no biases, RMSNorm has no
+ * bias). Shapes (hd = n_embd / n_head):
+ *   wq [n_head*hd, n_embd], wk/wv [n_kv_head*hd, n_embd], wo [n_embd, n_head*hd]
+ *   llama: w_gate, w_up [n_ff, n_embd], w_down [n_embd, n_ff]
+ *   gpt2:  w_up = c_fc [n_ff, n_embd], w_down = mlp.c_proj [n_embd, n_ff],
+ *          w_gate unused (data NULL); GELU (tanh) between them. */
+typedef struct st_lm_layer {
+    const float *ln1_w, *ln1_b;   /* [n_embd] attention norm */
+    st_wmatrix wq, wk, wv, wo;
+    const float *bq, *bk, *bv, *bo;
+    const float *ln2_w, *ln2_b;   /* [n_embd] MLP norm */
+    st_wmatrix w_gate, w_up, w_down;
+    const float *b_up, *b_down;   /* gpt2 */
+} st_lm_layer;
+
+typedef struct st_lm {
+    st_model_config cfg;          /* arch, sizes, norm_eps, rope_theta, bias, tie */
+    st_rope_kind rope;            /* llama only */
+    st_wmatrix tok_embd;          /* [vocab, n_embd] */
+    const float *pos_embd;        /* gpt2: [n_ctx, n_embd]; NULL for llama */
+    st_lm_layer *layers;          /* cfg.n_layer entries */
+    const float *lnf_w, *lnf_b;   /* [n_embd] final norm */
+    st_wmatrix lm_head;           /* [vocab, n_embd]; the tok_embd bytes when tied */
+    st_tokenizer *tok;            /* owned; NULL when the source has none */
+    int32_t bos_id, eos_id;       /* -1 when unknown */
+    char *source;                 /* path loaded from (owned; may be NULL) */
+
+    /* Storage the pointers above point into; freed by st_lm_free. */
+    void **bufs;                  /* st_malloc'd buffers */
+    int n_bufs, cap_bufs;
+    void *map;                    /* a read-only mapping (GGUF), or NULL */
+    size_t map_bytes;
+} st_lm;
+
+/* An empty model (layers allocated for cfg->n_layer, zeroed; no weights).
+ * Loaders fill it. Errors: ST_ERR_INVALID_ARG, ST_ERR_NOMEM. */
+st_status st_lm_new_empty(const st_model_config *cfg, st_lm **out);
+/* bytes of 64-byte-aligned storage owned by lm (freed with it); NULL with
+ * ST_ERR_NOMEM recorded on failure. */
+void *st_lm_alloc(st_lm *lm, size_t bytes);
+/* Frees the storage, the mapping, the tokenizer and the struct. NULL: no-op. */
+void st_lm_free(st_lm *lm);
+/* Checks every matrix and array against cfg (present, shapes, row_bytes,
+ * types). source names the file in messages. Errors: ST_ERR_FORMAT. */
+st_status st_lm_validate(const st_lm *lm, const char *source);
+/* Bytes of all weights (what one decode step reads). */
+size_t st_lm_weight_bytes(const st_lm *lm);
+
+/* Copies the weights of a training model (f32, rope ST_ROPE_HALF; gpt2
+ * Conv1D [in, out] weights transposed to [out, in]). Borrows m for the
+ * call. Errors: ST_ERR_NOMEM, ST_ERR_STATE (a tensor that is not f32). */
+st_status st_lm_from_model(const st_model *m, st_lm **out);
+
+/* Loads a model reference: a directory (config.json + model.safetensors
+ * [+ tokenizer.json]), a .gguf file, or a llama2.c checkpoint (legacy or
+ * version-1 header). tokenizer_path (may be NULL) loads a tokenizer for
+ * sources without one (llama2.c's tokenizer.bin) or replaces the source's.
+ * Errors: ST_ERR_IO (names the path), ST_ERR_FORMAT (names the file and the
+ * fault), ST_ERR_UNSUPPORTED, ST_ERR_NOMEM. */
+st_status st_lm_load(st_ctx *ctx, const char *path, const char *tokenizer_path, st_lm **out);
+/* llama2.c: legacy header (7 int32: dim, hidden_dim, n_layers, n_heads,
+ * n_kv_heads, vocab_size (negative: untied classifier), seq_len) or the
+ * version-1 header (magic "ak42", version 1). Every size is checked against
+ * the file's length before a byte is read. */
+st_status st_lm_load_llama2c(const char *path, st_lm **out);
+
+/* ==== paged KV cache ===================================================== */
+
+typedef struct st_kv_cache st_kv_cache;
+
+typedef struct st_kv_params {
+    int block_tokens;   /* tokens per block (default 16) */
+    int64_t n_blocks;   /* blocks in the pool (0: enough for one n_ctx sequence) */
+} st_kv_params;
+st_kv_params st_kv_default_params(void);
+
+/* A sequence's view of the cache: its block table and how many tokens it
+ * holds. Zero-initialize before first use; release with st_kv_seq_release. */
+typedef struct st_kv_seq {
+    int32_t *blocks;    /* block ids, st_malloc'd */
+    int n_blocks, cap_blocks;
+    int64_t n_tokens;   /* tokens whose K and V are stored */
+} st_kv_seq;
+
+st_status st_kv_cache_new(const st_lm *lm, const st_kv_params *p, st_kv_cache **out);
+void st_kv_cache_free(st_kv_cache *kv);
+int st_kv_block_tokens(const st_kv_cache *kv);
+int64_t st_kv_n_blocks(const st_kv_cache *kv);
+int64_t st_kv_n_free(const st_kv_cache *kv);
+/* Makes room for n_tokens more tokens in seq: allocates blocks, and copies
+ * a shared (refcount > 1) last block before it is written (copy-on-write).
+ * Errors: ST_ERR_NOMEM when the pool has too few free blocks (nothing is
+ * allocated then). */
+st_status st_kv_seq_reserve(st_kv_cache *kv, st_kv_seq *seq, int64_t n_tokens);
+/* dst shares src's first n_tokens (whole blocks are shared by reference,
+ * refcounts incremented): prefix sharing. dst must be empty. */
+st_status st_kv_seq_fork(st_kv_cache *kv, const st_kv_seq *src, int64_t n_tokens, st_kv_seq *dst);
+/* Drops seq's references (blocks whose count reaches 0 return to the pool)
+ * and empties it. */
+void st_kv_seq_release(st_kv_cache *kv, st_kv_seq *seq);
+/* Block reference counting for caches above the engine (prefix caches). */
+void st_kv_block_ref(st_kv_cache *kv, int32_t block);
+void st_kv_block_unref(st_kv_cache *kv, int32_t block);
+
+/* ==== engine ============================================================= */
+
+typedef struct st_engine st_engine;
+
+typedef struct st_engine_params {
+    st_kv_params kv;
+    int max_batch_tokens; /* tokens per forward call (prefill is chunked to it); default 512 */
+} st_engine_params;
+st_engine_params st_engine_default_params(void);
+
+/* Borrows ctx and lm (both must outlive the engine). Errors: ST_ERR_NOMEM,
+ * ST_ERR_INVALID_ARG. */
+st_status st_engine_new(st_ctx *ctx, const st_lm *lm, const st_engine_params *p,
+                        st_engine **out);
+void st_engine_free(st_engine *e);
+st_kv_cache *st_engine_kv(st_engine *e);
+const st_lm *st_engine_lm(const st_engine *e);
+
+/* One sequence's part of a batched forward: tokens to append after its
+ * cached ones (positions seq->n_tokens ..). Outputs (each may be NULL):
+ *  logits      [vocab]               of the last appended token
+ *  logits_all  [n_tokens, vocab]     of every appended token (perplexity)
+ *  hidden_sum  [n_embd]              final-norm hidden states of the
+ *                                    appended tokens, added (embeddings) */
+typedef struct st_engine_seq {
+    st_kv_seq *seq;
+    const int32_t *tokens;
+    int n_tokens;
+    float *logits;
+    float *logits_all;
+    float *hidden_sum;
+} st_engine_seq;
+
+/* Runs the model over all sequences' new tokens in one pass (sequences of
+ * different lengths; prefill and decode mixed), storing their K and V in
+ * the cache (reserving blocks first: on ST_ERR_NOMEM no sequence changed).
+ * Errors: ST_ERR_BOUNDS (a token outside the vocabulary, a position past
+ * n_ctx), ST_ERR_NOMEM (KV blocks), ST_ERR_INVALID_ARG. */
+st_status st_engine_forward(st_engine *e, st_engine_seq *seqs, int n_seqs);
+
+/* ==== sampling =========================================================== */
+
+typedef struct st_sampler_params {
+    float temperature;        /* 0: greedy (argmax, lowest id on ties) */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off (CTRL / llama.cpp style) */
+    float frequency_penalty;  /* 0: off (OpenAI) */
+    float presence_penalty;   /* 0: off (OpenAI) */
+    uint64_t seed;
+} st_sampler_params;
+st_sampler_params st_sampler_default_params(void);
+
+typedef struct st_token_logprob {
+    int32_t id;
+    float logprob;  /* log-softmax of the logits after penalties, before temperature */
+} st_token_logprob;
+
+typedef struct st_sampler st_sampler;
+/* Errors: ST_ERR_INVALID_ARG (temperature < 0, top_p outside (0, 1], ...). */
+st_status st_sampler_new(const st_sampler_params *p, int vocab_size, st_sampler **out);
+void st_sampler_free(st_sampler *s);
+/* Picks the next token from logits[vocab] (overwritten as scratch) given
+ * the ids so far (history, for penalties). chosen (may be NULL) gets the
+ * chosen token's log-probability; top (may be NULL) gets the n_top most
+ * likely tokens. The seed and the number of calls determine the draw. */
+st_status st_sampler_sample(st_sampler *s, float *logits, const int32_t *history,
+                            int64_t n_history, int32_t *token, st_token_logprob *chosen,
+                            st_token_logprob *top, int n_top);
+
+/* ==== GGUF, Hugging Face directories, quantization (src/hub/) ============ */
+
+/* GGUF v2/v3 (llama and gpt2 architectures; f32, f16, bf16, q8_0, q4_0
+ * tensors; the tokenizer from the metadata). The tensor data is mapped, not
+ * copied. */
+st_status st_lm_load_gguf(const char *path, st_lm **out);
+st_status st_lm_save_gguf(const st_lm *lm, const char *path);
+/* Hugging Face-style directory (config.json, model.safetensors with Llama
+ * or GPT-2 names, "transformer." prefix or not, f32/f16/bf16; tokenizer.json
+ * when present). */
+st_status st_lm_load_hf(const char *dir, st_lm **out);
+st_status st_lm_save_hf(const st_lm *lm, const char *dir);
+/* A copy of src with every 2-D weight matrix (not the norms) in type t;
+ * rows whose length is not a multiple of ST_QK stay f32. */
+st_status st_lm_quantize(const st_lm *src, st_wtype t, st_lm **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_INFER_H */

@@ -1,0 +1,95 @@
+/*
+ * strata/quant.h — layer 3: weight matrices in f32, f16, bf16 and llama.cpp's
+ * block-quantized types q8_0 and q4_0, and the matrix products that read them.
+ *
+ * A weight matrix W is [rows, cols] row-major with rows = outputs and cols =
+ * inputs (nn.Linear's layout, GGUF's and llama2.c's), so y = W x reads one
+ * row per output. Quantized rows are runs of 32-element blocks in exactly
+ * llama.cpp's byte layout, so a GGUF tensor's bytes are used as they are:
+ *
+ *   q8_0: { f16 d; int8 qs[32]; }      34 bytes, x[j] = d * qs[j]
+ *   q4_0: { f16 d; uint8 qs[16]; }     18 bytes, x[j] = d * ((qs[j] & 15) - 8),
+ *                                      x[j+16] = d * ((qs[j] >> 4) - 8), j < 16
+ *
+ * Quantizers round as llama.cpp's reference quantize_row_*_ref does, so a
+ * file quantized here and one quantized by llama.cpp hold the same bytes.
+ *
+ * Products with quantized weights quantize the activations to q8_0 per
+ * row (as llama.cpp does) and use integer dot kernels chosen at run time by
+ * the CPU backend (AVX-512 VNNI, AVX-512, AVX2, scalar). Products run over
+ * the context's thread pool; a st_wmatrix is read-only and may be shared by
+ * threads.
+ */
+#ifndef STRATA_QUANT_H
+#define STRATA_QUANT_H
+
+#include "strata/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Values are stable (GGUF conversion maps them). */
+typedef enum st_wtype {
+    ST_WT_F32 = 0,
+    ST_WT_F16 = 1,
+    ST_WT_BF16 = 2,
+    ST_WT_Q8_0 = 3,
+    ST_WT_Q4_0 = 4,
+    ST_WT_COUNT_
+} st_wtype;
+
+#define ST_QK 32 /* elements per quantized block */
+
+typedef struct st_block_q8_0 {
+    uint16_t d;        /* IEEE half scale */
+    int8_t qs[ST_QK];
+} st_block_q8_0;
+
+typedef struct st_block_q4_0 {
+    uint16_t d;        /* IEEE half scale */
+    uint8_t qs[ST_QK / 2];
+} st_block_q4_0;
+
+/* "f32", "f16", "bf16", "q8_0", "q4_0"; NULL outside the table. */
+const char *st_wtype_name(st_wtype t);
+/* Parses a name above; -1 when unknown. */
+int st_wtype_from_name(const char *name);
+/* Bytes of one row of cols elements; 0 when cols is not a whole number of
+ * blocks for a quantized type, or t is unknown, or the size overflows. */
+size_t st_wtype_row_bytes(st_wtype t, int64_t cols);
+
+/* A weight matrix. data is borrowed: whoever fills the struct keeps the
+ * bytes alive (a loader's buffers or a mapped file). row_bytes is
+ * st_wtype_row_bytes(type, cols); rows are contiguous. */
+typedef struct st_wmatrix {
+    st_wtype type;
+    int64_t rows, cols;
+    const void *data;
+    size_t row_bytes;
+} st_wmatrix;
+
+/* Quantizes (or converts) n floats into dst (st_wtype_row_bytes(t, n)
+ * bytes). Errors: ST_ERR_INVALID_ARG (NULL, unknown type, n not a multiple
+ * of ST_QK for quantized types). */
+st_status st_quantize_row(st_wtype t, const float *x, int64_t n, void *dst);
+/* The inverse: n values of type t at src into y. Errors as above. */
+st_status st_dequantize_row(st_wtype t, const void *src, int64_t n, float *y);
+
+/* Row `row` of w as f32 into out[cols] (embedding lookups).
+ * Errors: ST_ERR_BOUNDS (row outside [0, rows)), ST_ERR_INVALID_ARG. */
+st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out);
+
+/* y[n, rows] = x[n, cols] . W^T over ctx's pool (and BLAS for f32 weights
+ * when n > 1: never both at once). x and y are contiguous f32 and must not
+ * overlap. Quantized weights: each x row is quantized to q8_0 and dotted by
+ * the integer kernels; large n may dequantize tiles of W and use sgemm.
+ * Errors: ST_ERR_INVALID_ARG (NULL, n < 0, a malformed st_wmatrix),
+ * ST_ERR_NOMEM. */
+st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
+                            float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* STRATA_QUANT_H */

@@ -1,0 +1,155 @@
+/*
+ * lm.c — the st_lm container: allocation, ownership and validation of an
+ * inference model's weights.
+ *
+ * An st_lm is a transparent struct (strata/infer.h) that loaders fill: the
+ * matrices and arrays point into buffers the st_lm owns (bufs, each from
+ * st_malloc, so 64-byte aligned) or into a read-only mapping of the source
+ * file (map). st_lm_free releases all of it. st_lm_validate is the one
+ * place that checks a filled model against its configuration, so every
+ * loader ends with it and the engine can trust shapes afterwards.
+ */
+#include "strata/infer.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+st_status st_lm_new_empty(const st_model_config *cfg, st_lm **out) {
+    if (!cfg || !out) return st__fail(ST_ERR_INVALID_ARG, "st_lm_new_empty: NULL argument");
+    *out = NULL;
+    if (cfg->n_layer <= 0 || cfg->n_layer > 4096)
+        return st__fail(ST_ERR_INVALID_ARG, "st_lm_new_empty: n_layer %d out of range",
+                        cfg->n_layer);
+    st_lm *lm = st_calloc(1, sizeof *lm);
+    if (!lm) return ST_ERR_NOMEM;
+    lm->layers = st_calloc((size_t)cfg->n_layer, sizeof *lm->layers);
+    if (!lm->layers) {
+        st_free(lm);
+        return ST_ERR_NOMEM;
+    }
+    lm->cfg = *cfg;
+    lm->rope = ST_ROPE_HALF;
+    lm->bos_id = -1;
+    lm->eos_id = -1;
+    *out = lm;
+    return ST_OK;
+}
+
+void *st_lm_alloc(st_lm *lm, size_t bytes) {
+    if (!lm) return NULL;
+    if (lm->n_bufs == lm->cap_bufs) {
+        int cap = lm->cap_bufs ? 2 * lm->cap_bufs : 64;
+        void **b = st_realloc(lm->bufs, (size_t)cap * sizeof *b);
+        if (!b) return NULL;
+        lm->bufs = b;
+        lm->cap_bufs = cap;
+    }
+    void *p = st_malloc(bytes ? bytes : 1);
+    if (!p) return NULL;
+    lm->bufs[lm->n_bufs++] = p;
+    return p;
+}
+
+void st_lm_free(st_lm *lm) {
+    if (!lm) return;
+    for (int i = 0; i < lm->n_bufs; i++) st_free(lm->bufs[i]);
+    st_free(lm->bufs);
+    if (lm->map) munmap(lm->map, lm->map_bytes);
+    st_tokenizer_free(lm->tok);
+    st_free(lm->source);
+    st_free(lm->layers);
+    st_free(lm);
+}
+
+static st_status check_matrix(const st_wmatrix *w, int64_t rows, int64_t cols, const char *what,
+                              int layer, const char *source) {
+    char where[64];
+    if (layer >= 0) snprintf(where, sizeof where, "layer %d %s", layer, what);
+    else snprintf(where, sizeof where, "%s", what);
+    if (!w->data)
+        return st__fail(ST_ERR_FORMAT, "%s: %s is missing", source, where);
+    if ((unsigned)w->type >= ST_WT_COUNT_)
+        return st__fail(ST_ERR_FORMAT, "%s: %s has unknown type %d", source, where, (int)w->type);
+    if (w->rows != rows || w->cols != cols)
+        return st__fail(ST_ERR_FORMAT, "%s: %s is [%lld, %lld], expected [%lld, %lld]", source,
+                        where, (long long)w->rows, (long long)w->cols, (long long)rows,
+                        (long long)cols);
+    size_t rb = st_wtype_row_bytes(w->type, cols);
+    if (rb == 0 || w->row_bytes != rb)
+        return st__fail(ST_ERR_FORMAT, "%s: %s: %s rows of %lld elements are not representable",
+                        source, where, st_wtype_name(w->type), (long long)cols);
+    return ST_OK;
+}
+
+static st_status check_array(const float *p, bool want, const char *what, int layer,
+                             const char *source) {
+    if (want && !p) {
+        if (layer >= 0)
+            return st__fail(ST_ERR_FORMAT, "%s: layer %d %s is missing", source, layer, what);
+        return st__fail(ST_ERR_FORMAT, "%s: %s is missing", source, what);
+    }
+    return ST_OK;
+}
+
+st_status st_lm_validate(const st_lm *lm, const char *source) {
+    if (!lm) return st__fail(ST_ERR_INVALID_ARG, "st_lm_validate: NULL model");
+    if (!source) source = lm->source ? lm->source : "<model>";
+    const st_model_config *c = &lm->cfg;
+    st_status s = st_model_config_validate(c);
+    if (s) return s;
+    const bool gpt2 = c->arch == ST_ARCH_GPT2;
+    const int64_t hd = c->n_embd / c->n_head;
+    const int64_t E = c->n_embd, V = c->vocab_size, F = c->n_ff;
+    ST_TRY(check_matrix(&lm->tok_embd, V, E, "token embedding", -1, source));
+    ST_TRY(check_matrix(&lm->lm_head, V, E, "lm head", -1, source));
+    if (gpt2) ST_TRY(check_array(lm->pos_embd, true, "position embedding", -1, source));
+    ST_TRY(check_array(lm->lnf_w, true, "final norm weight", -1, source));
+    ST_TRY(check_array(lm->lnf_b, gpt2 && c->bias, "final norm bias", -1, source));
+    for (int l = 0; l < c->n_layer; l++) {
+        const st_lm_layer *L = &lm->layers[l];
+        ST_TRY(check_array(L->ln1_w, true, "attention norm weight", l, source));
+        ST_TRY(check_array(L->ln2_w, true, "MLP norm weight", l, source));
+        ST_TRY(check_matrix(&L->wq, c->n_head * hd, E, "q projection", l, source));
+        ST_TRY(check_matrix(&L->wk, c->n_kv_head * hd, E, "k projection", l, source));
+        ST_TRY(check_matrix(&L->wv, c->n_kv_head * hd, E, "v projection", l, source));
+        ST_TRY(check_matrix(&L->wo, E, c->n_head * hd, "output projection", l, source));
+        ST_TRY(check_matrix(&L->w_up, F, E, gpt2 ? "c_fc" : "up projection", l, source));
+        ST_TRY(check_matrix(&L->w_down, E, F, gpt2 ? "mlp c_proj" : "down projection", l,
+                            source));
+        if (!gpt2) ST_TRY(check_matrix(&L->w_gate, F, E, "gate projection", l, source));
+        if (gpt2 && c->bias) {
+            ST_TRY(check_array(L->ln1_b, true, "attention norm bias", l, source));
+            ST_TRY(check_array(L->ln2_b, true, "MLP norm bias", l, source));
+            ST_TRY(check_array(L->bq, true, "q bias", l, source));
+            ST_TRY(check_array(L->bk, true, "k bias", l, source));
+            ST_TRY(check_array(L->bv, true, "v bias", l, source));
+            ST_TRY(check_array(L->bo, true, "output projection bias", l, source));
+            ST_TRY(check_array(L->b_up, true, "c_fc bias", l, source));
+            ST_TRY(check_array(L->b_down, true, "mlp c_proj bias", l, source));
+        }
+    }
+    return ST_OK;
+}
+
+static size_t matrix_bytes(const st_wmatrix *w) {
+    return w->data ? (size_t)w->rows * w->row_bytes : 0;
+}
+
+size_t st_lm_weight_bytes(const st_lm *lm) {
+    if (!lm) return 0;
+    const st_model_config *c = &lm->cfg;
+    size_t E = (size_t)c->n_embd, n = 0;
+    n += matrix_bytes(&lm->tok_embd);
+    if (lm->lm_head.data != lm->tok_embd.data) n += matrix_bytes(&lm->lm_head);
+    if (lm->pos_embd) n += (size_t)c->n_ctx * E * sizeof(float);
+    n += 2 * E * sizeof(float);
+    for (int l = 0; l < c->n_layer; l++) {
+        const st_lm_layer *L = &lm->layers[l];
+        n += matrix_bytes(&L->wq) + matrix_bytes(&L->wk) + matrix_bytes(&L->wv) +
+             matrix_bytes(&L->wo) + matrix_bytes(&L->w_gate) + matrix_bytes(&L->w_up) +
+             matrix_bytes(&L->w_down);
+        n += 4 * E * sizeof(float);
+    }
+    return n;
+}
