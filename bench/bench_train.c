@@ -140,10 +140,10 @@ static double torch_side(const train_config *c, int threads, int warmup, int ste
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 '%s' --n-layer %d --n-head %d --n-embd %d --block %d --batch %d "
              "--vocab %d --dropout %g --lr %g --beta1 %g --beta2 %g --weight-decay %g "
-             "--grad-clip %g --threads %d --warmup %d --steps %d 2>/dev/null",
+             "--grad-clip %g --threads %d --warmup %d --steps %d --bias %d 2>/dev/null",
              script, c->n_layer, c->n_head, c->n_embd, c->block_size, c->batch_size, VOCAB,
              (double)c->dropout, c->learning_rate, c->beta1, c->beta2, c->weight_decay,
-             c->grad_clip, threads, warmup, steps);
+             c->grad_clip, threads, warmup, steps, c->bias ? 1 : 0);
     FILE *p = popen(cmd, "r");
     if (!p) {
         snprintf(why, nwhy, "cannot run /usr/bin/python3");

@@ -2,7 +2,7 @@
 """torch_train.py — the PyTorch side of `strata bench train`.
 
 The same GPT as Strata's gpt2 (nanoGPT's model.py in plain torch: learned
-positions, pre-LayerNorm blocks with biases, causal self-attention
+positions, pre-LayerNorm blocks (biases unless --bias 0), causal self-attention
 (scaled_dot_product_attention when torch has it, else nanoGPT's explicit
 masked softmax), tanh-GELU MLP, lm head tied to wte, init normal(0, 0.02) with residual projections scaled by 1/sqrt(2 n_layer)), the
 same AdamW (weight decay on 2-D tensors only, betas, lr) and grad clipping,
@@ -28,16 +28,28 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no peer"
     sys.exit(3)
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (nanoGPT's; torch 1.13's has no bias=False)."""
+
+    def __init__(self, c, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
 class Block(nn.Module):
-    def __init__(self, c, n_head, dropout):
+    def __init__(self, c, n_head, dropout, bias):
         super().__init__()
         self.n_head, self.dropout = n_head, dropout
-        self.ln_1 = nn.LayerNorm(c)
-        self.c_attn = nn.Linear(c, 3 * c)
-        self.c_proj = nn.Linear(c, c)
-        self.ln_2 = nn.LayerNorm(c)
-        self.c_fc = nn.Linear(c, 4 * c)
-        self.mlp_proj = nn.Linear(4 * c, c)
+        self.ln_1 = LayerNorm(c, bias)
+        self.c_attn = nn.Linear(c, 3 * c, bias=bias)
+        self.c_proj = nn.Linear(c, c, bias=bias)
+        self.ln_2 = LayerNorm(c, bias)
+        self.c_fc = nn.Linear(c, 4 * c, bias=bias)
+        self.mlp_proj = nn.Linear(4 * c, c, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
@@ -66,8 +78,9 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(a.vocab, a.n_embd)
         self.wpe = nn.Embedding(a.block, a.n_embd)
         self.drop = nn.Dropout(a.dropout)
-        self.h = nn.ModuleList([Block(a.n_embd, a.n_head, a.dropout) for _ in range(a.n_layer)])
-        self.ln_f = nn.LayerNorm(a.n_embd)
+        self.h = nn.ModuleList([Block(a.n_embd, a.n_head, a.dropout, bool(a.bias))
+                                for _ in range(a.n_layer)])
+        self.ln_f = LayerNorm(a.n_embd, bool(a.bias))
         self.lm_head = nn.Linear(a.n_embd, a.vocab, bias=False)
         self.lm_head.weight = self.wte.weight
         for n, p in self.named_parameters():
@@ -94,7 +107,7 @@ def main():
                     ("dropout", float, 0.0), ("lr", float, 1e-3), ("beta1", float, 0.9),
                     ("beta2", float, 0.99), ("weight_decay", float, 0.1),
                     ("grad_clip", float, 1.0), ("threads", int, 1), ("warmup", int, 2),
-                    ("steps", int, 5), ("seed", int, 1337)]:
+                    ("steps", int, 5), ("seed", int, 1337), ("bias", int, 1)]:
         ap.add_argument("--" + k.replace("_", "-"), type=t, default=d, dest=k)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -54,9 +54,7 @@ static train_config baby(void) {
     c.block_size = 64;
     c.batch_size = 12;
     c.dropout = 0.0f;
-    /* nanoGPT's shakespeare_char sets bias False; Strata's gpt2 always has
-     * biases (model.h), so the gpt2 configurations keep them. */
-    c.bias = true;
+    c.bias = false; /* nanoGPT's shakespeare_char: Linear and LayerNorm without biases */
     c.tie_embeddings = true;
     c.rope_theta = 10000.0f;
     c.learning_rate = 1e-3;

@@ -28,10 +28,16 @@ JSON
   --steps 40 --eval-every 10 >"$tmp/a.out" 2>"$tmp/a.err" || { cat "$tmp/a.err"; fail "run a exited"; }
 grep -q "memory budget" "$tmp/a.out" || fail "no memory budget line"
 grep -q "peak RSS" "$tmp/a.out" || fail "no peak RSS line"
+grep -q "activations the tape keeps [0-9.]* MB" "$tmp/a.out" || fail "budget without tape activations"
+grep -Eq "memory: peak RSS .* [0-9.]+x \(RSS / budget\)" "$tmp/a.out" || fail "no peak/budget ratio"
 for f in config.json model.safetensors tokenizer.json generation_config.json README.md \
          train_state.json train_state.safetensors metrics.jsonl; do
   [ -s "$tmp/a/$f" ] || fail "run a: $f missing"
 done
+
+# The baby's nanoGPT setting bias=False: no bias tensors, "bias": false in config.json.
+grep -q '"bias": false' "$tmp/a/config.json" || fail "config.json lacks \"bias\": false"
+if grep -aq 'ln_1.bias' "$tmp/a/model.safetensors"; then fail "bias tensors saved"; fi
 
 # 2. The same run stopped at 20 and resumed to 40.
 "$STRATA" train --config "$tmp/tiny.json" --data "$tmp/small.txt" --out "$tmp/b" \
@@ -45,7 +51,7 @@ a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
 keys = {"step", "train_loss", "val_loss", "lr", "tokens_per_s", "elapsed_s"}
 for r in a + b:
-    assert set(r) == keys, f"keys {sorted(r)}"
+    assert keys <= set(r) <= keys | {"data_wait_s", "data_wait_share"}, f"keys {sorted(r)}"
     assert isinstance(r["step"], int)
     for k in keys - {"step"}:
         assert isinstance(r[k], (int, float)) and r[k] >= 0, (k, r[k])

@@ -31,6 +31,7 @@
 #include <cmocka.h> /* after the four headers it needs */
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -530,6 +531,7 @@ static void test_grad_sharing_copy_on_write(void **state) {
     OK(st_tensor_to_f32(X, x, 6));
     st_ctx_reset(g_ctx);
     st_tensor *a, *b, *y, *r, *sq, *l1, *l2, *loss;
+    OK(st_autograd_set_retain_grads(g_ctx, true)); /* inspect the intermediates' grads */
     OK(st_scale(g_ctx, X, 1.0f, &a));   /* a = x */
     OK(st_scale(g_ctx, X, 2.0f, &b));   /* b = 2x */
     OK(st_add(g_ctx, a, b, &y));        /* y = a + b: dy goes to a and b */
@@ -548,6 +550,7 @@ static void test_grad_sharing_copy_on_write(void **state) {
     OK(st_tensor_to_f32(X->grad, g, 6)); /* da + 2 db */
     for (int i = 0; i < 6; i++) assert_float_equal(g[i], 3.0f + 2.0f * x[i], 1e-5f);
     assert_true(st_tensor_is_contiguous(a->grad) && st_tensor_is_contiguous(r->grad));
+    OK(st_autograd_set_retain_grads(g_ctx, false));
     st_ctx_reset(g_ctx);
     st_tensor_free(X);
 }
@@ -701,6 +704,7 @@ static void test_step_grads_and_dtype(void **state) {
     static const float c_data[4] = {1.0f, -2.0f, 0.5f, 3.0f};
     st_ctx_reset(g_ctx);
     st_tensor *x = NULL, *c = NULL, *b = NULL, *y = NULL, *t = NULL, *loss = NULL;
+    OK(st_autograd_set_retain_grads(g_ctx, true));
     OK(st_randn(g_ctx, 1, s, 3, 0.0f, 1.0f, &x));
     OK(st_requires_grad(x, true));
     OK(st_from_data(g_ctx, ST_F32, 1, s, c_data, &c));
@@ -711,11 +715,12 @@ static void test_step_grads_and_dtype(void **state) {
     OK(st_backward(g_ctx, loss));
     assert_non_null(x->grad);
     assert_false(x->grad->persistent);
-    assert_non_null(t->grad); /* an intermediate keeps its grad until the reset */
+    assert_non_null(t->grad); /* retained: an intermediate keeps its grad until the reset */
     float g[4];
     OK(st_tensor_to_f32(x->grad, g, 4));
     for (int i = 0; i < 4; i++)
         assert_float_equal(g[i], c_data[i], 0.0f); /* exact */
+    OK(st_autograd_set_retain_grads(g_ctx, false));
     st_ctx_reset(g_ctx);
 
     /* a bf16 matmul: loss = sum(bf16(A) @ bf16(B)), so dA[i,k] = sum_j B[k,j]
@@ -776,6 +781,68 @@ static void test_gradcheck_catches_errors(void **state) {
     assert_null(x->grad); /* gradcheck leaves no grad behind */
     assert_int_equal(st_gradcheck(g_ctx, NULL, NULL, &x, 1, NULL, &r), ST_ERR_INVALID_ARG);
     st_tensor_free(x);
+}
+
+/* Backward gives consumed gradients and its scratch back to the arena as
+ * it goes: a chain of ops on 256 KiB tensors (tanh, add with a leaf, reshape
+ * round trips: adopted, borrowed and copy-on-write grads) peaks at the saved
+ * activations plus a few buffers, while retaining every grad costs about one
+ * more buffer per node. The leaf's gradient is the same either way, bit for
+ * bit, and st_autograd_saved_bytes counts exactly the chain's tensors. */
+#define CHAIN_N 12
+static void run_chain(bool retain, size_t *extra, size_t *saved, float *gx) {
+    st_ctx *ctx = NULL;
+    st_ctx_params cp = st_ctx_default_params();
+    cp.cpu.n_threads = 1;
+    OK(st_ctx_new(&cp, &ctx));
+    OK(st_autograd_enable(ctx));
+    OK(st_autograd_set_retain_grads(ctx, retain));
+    const int64_t s2[2] = {256, 256}, s1[1] = {65536};
+    st_tensor *x = NULL, *h = NULL, *loss = NULL, *mid[CHAIN_N];
+    OK(st_randn(ctx, 2, s2, 5, 0.0f, 1.0f, &x));
+    OK(st_requires_grad(x, true));
+    h = x;
+    for (int i = 0; i < CHAIN_N; i++) {
+        OK(st_tanh(ctx, h, &h));
+        OK(st_add(ctx, h, x, &h)); /* dy to both: borrowed, then copy on write for x */
+        mid[i] = h;
+        OK(st_reshape(ctx, h, 1, s1, &h));
+        OK(st_reshape(ctx, h, 2, s2, &h));
+    }
+    OK(st_sum_all(ctx, h, &loss));
+    *saved = st_autograd_saved_bytes(ctx);
+    size_t before = st_arena_used_bytes(st_ctx_arena(ctx));
+    assert_true(st_arena_peak_bytes(st_ctx_arena(ctx)) <= before + 4096);
+    OK(st_backward(ctx, loss));
+    *extra = st_arena_peak_bytes(st_ctx_arena(ctx)) - before;
+    assert_non_null(x->grad);
+    OK(st_tensor_to_f32(x->grad, gx, 65536));
+    for (int i = 0; i < CHAIN_N; i++)
+        assert_true(retain ? mid[i]->grad != NULL : mid[i]->grad == NULL);
+    st_ctx_reset(ctx);
+    st_ctx_free(ctx);
+}
+
+static void test_backward_releases_memory(void **state) {
+    (void)state;
+    const size_t buf = 65536 * sizeof(float);
+    float *g1 = malloc(65536 * sizeof *g1), *g2 = malloc(65536 * sizeof *g2);
+    assert_true(g1 && g2);
+    size_t extra_rel = 0, extra_ret = 0, saved1 = 0, saved2 = 0;
+    run_chain(false, &extra_rel, &saved1, g1);
+    run_chain(true, &extra_ret, &saved2, g2);
+    if (getenv("STRATA_TEST_VERBOSE"))
+        printf("    backward peak over the forward: %.2f buffers released, %.2f retained\n",
+               (double)extra_rel / (double)buf, (double)extra_ret / (double)buf);
+    assert_memory_equal(g1, g2, 65536 * sizeof *g1);
+    /* x, and per link the tanh and the add outputs (reshapes are views); the
+     * loss is one float in the bump blocks */
+    size_t want = (1 + 2 * CHAIN_N) * buf;
+    assert_true(saved1 == saved2 && saved1 >= want && saved1 <= want + 64);
+    assert_true(extra_rel <= 4 * buf);
+    assert_true(extra_ret >= CHAIN_N * buf);
+    free(g1);
+    free(g2);
 }
 
 /* Contexts come and go (a new one often gets a freed one's addresses): each
@@ -885,6 +952,7 @@ int main(void) {
         cmocka_unit_test(test_backward_errors),
         cmocka_unit_test(test_step_grads_and_dtype),
         cmocka_unit_test(test_gradcheck_catches_errors),
+        cmocka_unit_test(test_backward_releases_memory),
         cmocka_unit_test(test_context_lifecycle),
         cmocka_unit_test(test_enable_slot_rules),
     };

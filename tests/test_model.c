@@ -264,6 +264,12 @@ static void test_parity_gpt2(void **state) {
     parity("gpt2");
 }
 
+/* nanoGPT's bias=False GPT-2 ("bias": false in config.json) */
+static void test_parity_gpt2_nobias(void **state) {
+    (void)state;
+    parity("gpt2-nobias");
+}
+
 static void test_parity_llama(void **state) {
     (void)state;
     parity("llama");
@@ -305,7 +311,14 @@ static void test_config_valid(void **state) {
     assert_true(c2.norm_eps == 1e-6f && c2.rope_theta == 500000.0f && c2.dropout == 0.0f);
     assert_true(c2.tie_embeddings && !c2.bias);
     /* round trip: to_json then parse gives the same struct */
-    const st_model_config *cs[4] = {&c, &c2, NULL, NULL};
+    /* nanoGPT's "bias": false is read for gpt2 (and written back only when false) */
+    static const char *NOBIAS = "{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_head\": 4, "
+                                "\"n_embd\": 32, \"vocab_size\": 64, \"n_positions\": 16, "
+                                "\"bias\": false}";
+    st_model_config c3;
+    OK(st_model_config_parse(NOBIAS, strlen(NOBIAS), "nobias.json", &c3));
+    assert_true(c3.arch == ST_ARCH_GPT2 && !c3.bias);
+    const st_model_config *cs[5] = {&c, &c2, NULL, NULL, &c3};
     st_model_config d0 = st_model_config_default(ST_ARCH_GPT2);
     st_model_config d1 = st_model_config_default(ST_ARCH_LLAMA);
     cs[2] = &d0, cs[3] = &d1;
@@ -313,13 +326,15 @@ static void test_config_valid(void **state) {
     assert_int_equal(d0.n_embd, 768);
     OK(st_model_config_validate(&d0));
     OK(st_model_config_validate(&d1));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         char *js = NULL;
         st_model_config back;
         OK(st_model_config_to_json(cs[i], &js));
         OK(st_model_config_parse(js, strlen(js), "round trip", &back));
         assert_memory_equal(&back, cs[i], sizeof back);
         if (i == 0) assert_non_null(strstr(js, "\"layer_norm_epsilon\": 1e-")); /* not 9.99e-06 */
+        if (i == 0) assert_null(strstr(js, "\"bias\""));               /* HF GPT-2's keys only */
+        if (i == 4) assert_non_null(strstr(js, "\"bias\": false"));
         st_free(js);
     }
 }
@@ -359,6 +374,7 @@ static const bad_case BAD[] = {
     {0, "tie_word_embeddings", "\"yes\"", ST_ERR_FORMAT, NULL},
     {0, "tie_word_embeddings", "false", ST_ERR_UNSUPPORTED, NULL},
     {0, "activation_function", "\"relu\"", ST_ERR_UNSUPPORTED, NULL},
+    {0, "bias", "0", ST_ERR_FORMAT, NULL},
     {1, "hidden_size", NULL, ST_ERR_FORMAT, NULL},
     {1, "hidden_size", "12", ST_ERR_FORMAT, NULL}, /* head size 3: odd */
     {1, "num_hidden_layers", "[]", ST_ERR_FORMAT, NULL},
@@ -444,6 +460,8 @@ static st_model_config tiny(st_arch arch, int L, int C, int H, int Hkv, int F, i
 /* The closed formulas of the two architectures. */
 static int64_t n_params_formula(const st_model_config *c) {
     int64_t C = c->n_embd, F = c->n_ff, V = c->vocab_size, L = c->n_layer;
+    if (c->arch == ST_ARCH_GPT2 && !c->bias) /* nanoGPT's bias=False: weights only */
+        return V * C + (int64_t)c->n_ctx * C + L * (C + C * 3 * C + C * C + C + C * F + F * C) + C;
     if (c->arch == ST_ARCH_GPT2)
         return V * C + (int64_t)c->n_ctx * C +
                L * (2 * C + C * 3 * C + 3 * C + C * C + C + 2 * C + C * F + F + F * C + C) + 2 * C;
@@ -456,20 +474,26 @@ static void test_structure(void **state) {
     (void)state;
     st_model_config gpt2_small = st_model_config_default(ST_ARCH_GPT2);
     assert_int_equal(n_params_formula(&gpt2_small), 124439808); /* HF's count of gpt2 */
-    const st_model_config cs[] = {
+    st_model_config cs[] = {
         tiny(ST_ARCH_GPT2, 2, 32, 4, 4, 128, 64, 16, true),
         tiny(ST_ARCH_GPT2, 3, 24, 3, 3, 40, 50, 7, true),
         tiny(ST_ARCH_LLAMA, 2, 32, 4, 2, 64, 64, 16, false),
         tiny(ST_ARCH_LLAMA, 2, 32, 4, 1, 48, 64, 16, true),
+        tiny(ST_ARCH_GPT2, 2, 32, 4, 4, 128, 64, 16, true), /* without biases (below) */
     };
+    cs[4].bias = false;
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
         const st_model_config *c = &cs[i];
         st_model *m = NULL;
         OK(st_model_new(g_ctx, c, 7, &m));
         assert_int_equal(st_model_n_params(m), n_params_formula(c));
-        int want_n = c->arch == ST_ARCH_GPT2 ? 4 + 12 * c->n_layer
-                                             : 2 + 9 * c->n_layer + (c->tie_embeddings ? 0 : 1);
+        int want_n = c->arch == ST_ARCH_GPT2
+                         ? (c->bias ? 4 + 12 * c->n_layer : 3 + 6 * c->n_layer)
+                         : 2 + 9 * c->n_layer + (c->tie_embeddings ? 0 : 1);
         assert_int_equal(st_model_n_tensors(m), want_n);
+        if (c->arch == ST_ARCH_GPT2) /* bias tensors exist exactly when configured */
+            assert_true((st_model_find_tensor(m, "h.0.attn.c_attn.bias") != NULL) == c->bias &&
+                        (st_model_find_tensor(m, "ln_f.bias") != NULL) == c->bias);
         /* names unique, found by name, tied head absent; init scheme */
         for (int a = 0; a < st_model_n_tensors(m); a++) {
             const char *na = NULL, *nb = NULL;
@@ -889,6 +913,7 @@ int main(void) {
         cmocka_unit_test(test_optim_sgd),      cmocka_unit_test(test_optim_adamw),
         cmocka_unit_test(test_clip_grad_norm), cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_parity_gpt2),    cmocka_unit_test(test_parity_llama),
+        cmocka_unit_test(test_parity_gpt2_nobias),
         cmocka_unit_test(test_train_gpt2),     cmocka_unit_test(test_train_llama),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -76,9 +76,10 @@ static void test_round_trip(void **state) {
     st_ctx *ctx = new_ctx();
     st_tokenizer *tok = NULL;
     assert_int_equal(st_tokenizer_char_from_corpus(k_text, strlen(k_text), &tok), ST_OK);
-    const st_arch archs[] = {ST_ARCH_GPT2, ST_ARCH_LLAMA};
-    for (int a = 0; a < 2; a++) {
+    const st_arch archs[] = {ST_ARCH_GPT2, ST_ARCH_LLAMA, ST_ARCH_GPT2};
+    for (int a = 0; a < 3; a++) {
         st_model_config cfg = tiny_config(archs[a], st_tokenizer_vocab_size(tok));
+        if (a == 2) cfg.bias = false; /* nanoGPT's bias=False: no bias tensors in the file */
         st_model *m = NULL;
         assert_int_equal(st_model_new(ctx, &cfg, 42 + (uint64_t)a, &m), ST_OK);
         char dir[300];
@@ -103,7 +104,9 @@ static void test_round_trip(void **state) {
         assert_int_equal(c2->n_embd, cfg.n_embd);
         assert_int_equal(c2->n_kv_head, cfg.n_kv_head);
         assert_int_equal(c2->vocab_size, cfg.vocab_size);
+        assert_int_equal(c2->bias, cfg.bias);
         assert_int_equal(st_model_n_tensors(m2), st_model_n_tensors(m));
+        if (a == 2) assert_null(st_model_find_tensor(m2, "h.0.ln_1.bias"));
         for (int i = 0; i < st_model_n_tensors(m); i++) {
             const char *name;
             st_tensor *t = st_model_tensor(m, i, &name);

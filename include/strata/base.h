@@ -101,12 +101,15 @@ st_alloc_stats st_alloc_get_stats(void);
 void st_alloc_fail_after(int64_t n);
 
 /* ---- arena ---------------------------------------------------------------
- * A bump allocator for memory whose lifetime is one step (activations, views,
- * the autograd tape). Allocation is a pointer bump; st_arena_reset releases
- * everything at once and keeps the capacity (merged into one block), so a
- * steady-state training step allocates nothing from the system.
- * Pointers stay valid until the next reset (blocks never move).
- * Not thread-safe. */
+ * An allocator for memory whose lifetime is one step (activations, views,
+ * the autograd tape). Small allocations are a pointer bump; large ones
+ * (>= ST_ARENA_CHUNK_MIN bytes, alignment <= 64) are chunks kept in a pool
+ * by size class. st_arena_reset releases everything at once and keeps the
+ * capacity (small blocks merged into one, chunks back in the pool), so a
+ * steady-state training step allocates nothing from the system. Pointers
+ * stay valid until the next reset, or until their chunk is released early
+ * with st_arena_release / st_arena_release_since (its memory is then reused
+ * by later allocations of the same step). Not thread-safe. */
 typedef struct st_arena st_arena;
 
 /* block_bytes: size of the first block (0: 1 MiB). */
@@ -116,8 +119,31 @@ void st_arena_free(st_arena *a);
  * align must be a power of two (0: 64). Memory is not zeroed. */
 void *st_arena_alloc(st_arena *a, size_t bytes, size_t align);
 void st_arena_reset(st_arena *a);
-size_t st_arena_used_bytes(const st_arena *a);     /* since the last reset */
-size_t st_arena_capacity_bytes(const st_arena *a); /* all blocks */
+/* Live bytes: small ones since the last reset plus live chunks. */
+size_t st_arena_used_bytes(const st_arena *a);
+size_t st_arena_capacity_bytes(const st_arena *a); /* all blocks and chunks */
+/* Largest st_arena_used_bytes seen over the arena's life (the allocator's
+ * peak for step memory). */
+size_t st_arena_peak_bytes(const st_arena *a);
+
+/* Chunks: early release of large allocations. */
+#define ST_ARENA_CHUNK_MIN ((size_t)64 << 10)
+/* The live chunk holding p (any byte inside it): its first byte, with its
+ * size and allocation serial through bytes/serial (may be NULL); NULL (and
+ * 0s) when p is not inside a live chunk (a small allocation, other memory). */
+const void *st_arena_chunk_of(const st_arena *a, const void *p, size_t *bytes,
+                              uint64_t *serial);
+/* Returns the live chunk holding p to the pool now; every pointer into it
+ * becomes invalid. False (nothing done) when p is not in a live chunk. */
+bool st_arena_release(st_arena *a, const void *p);
+/* The serial the next chunk will get: chunks allocated after this call
+ * have serial >= the returned mark. */
+uint64_t st_arena_mark(const st_arena *a);
+/* Releases every live chunk allocated since mark for which keep (may be
+ * NULL) returns false; returns how many were released. keep must not
+ * allocate from or release into a. */
+typedef bool (*st_arena_keep_fn)(void *user, const void *chunk, size_t bytes);
+size_t st_arena_release_since(st_arena *a, uint64_t mark, st_arena_keep_fn keep, void *user);
 
 /* ---- logging -------------------------------------------------------------
  * Messages go to stderr as "strata: LEVEL: message". The level comes from

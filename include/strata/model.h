@@ -49,7 +49,9 @@ typedef struct st_model_config {
     float rope_theta;   /* llama */
     float dropout;      /* training only (resid, attn and embedding dropout) */
     bool tie_embeddings;/* lm head shares the token embedding (gpt2: always) */
-    bool bias;          /* Linear and LayerNorm biases (gpt2: true, llama: false) */
+    bool bias;          /* Linear and LayerNorm biases (gpt2: config.json's nanoGPT
+                           key "bias", default true; false: no bias tensors at all;
+                           llama: always false) */
 } st_model_config;
 
 /* Fills defaults for an architecture (GPT-2 small / a tiny llama). */
@@ -63,8 +65,8 @@ st_status st_model_config_parse(const char *json, size_t n_bytes, const char *so
 /* Writes config.json text (st_malloc'd, NUL-terminated) with HF names. */
 st_status st_model_config_to_json(const st_model_config *cfg, char **json);
 /* Checks a configuration (positive sizes, divisibility, limits; gpt2:
- * n_kv_head == n_head, tied, biases; llama: even head size, rope_theta > 0,
- * no biases). Errors: ST_ERR_FORMAT with a message naming the HF field
+ * n_kv_head == n_head, tied, biases or none; llama: even head size,
+ * rope_theta > 0, no biases). Errors: ST_ERR_FORMAT with a message naming the HF field
  * (a configuration is outside data), ST_ERR_INVALID_ARG (cfg NULL). */
 st_status st_model_config_validate(const st_model_config *cfg);
 

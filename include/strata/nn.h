@@ -39,12 +39,29 @@ st_status st_requires_grad(st_tensor *t, bool on);
  * ->grad of every tensor on the path that requires grad: a persistent
  * tensor's grad is persistent (allocated on first use), a step tensor's grad
  * lives in the arena. The tape's nodes are consumed: a second backward over
- * the same graph is ST_ERR_STATE.
+ * the same graph is ST_ERR_STATE. Intermediates (step tensors made by a
+ * recorded op) give their grad back as soon as it has been propagated: after
+ * the call their ->grad is NULL and the memory is reused (leaves and
+ * persistent tensors keep theirs; see st_autograd_set_retain_grads).
+ * Scratch memory of the backward is reused the same way, so its peak is the
+ * saved activations plus a working set of a few layers' gradients.
  * Errors: ST_ERR_SHAPE (loss not one element), ST_ERR_STATE (no tape: loss
  * does not require grad, or already backpropagated), op errors. */
 st_status st_backward(st_ctx *ctx, st_tensor *loss);
 /* As st_backward from any tensor, with grad_out of the same shape as seed. */
 st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_out);
+
+/* On: backward keeps every intermediate's ->grad until the context's reset
+ * (for inspecting them; costs the memory of all of them at once). Off (the
+ * default): intermediates' grads are released as backward goes. Errors:
+ * ST_ERR_STATE (autograd not enabled on ctx). */
+st_status st_autograd_set_retain_grads(st_ctx *ctx, bool on);
+
+/* Bytes of the step tensors the tape recorded since the last reset keeps
+ * alive (every recorded node's sources and output, each storage or arena
+ * chunk counted once; persistent tensors excluded): the activation part of
+ * a training step's memory budget. 0 when autograd is not enabled. */
+size_t st_autograd_saved_bytes(st_ctx *ctx);
 
 /* Sets the grads of params to zero (keeps their buffers). NULL grads are skipped. */
 void st_zero_grad(st_tensor *const *params, int n);

@@ -131,7 +131,6 @@ st_status st_model_config_validate(const st_model_config *c) {
         if (!c->tie_embeddings)
             return st__fail(ST_ERR_FORMAT,
                             "model config: tie_word_embeddings: gpt2's lm head is always tied");
-        if (!c->bias) return st__fail(ST_ERR_FORMAT, "model config: bias: gpt2 always has biases");
     } else {
         if ((c->n_embd / c->n_head) % 2 != 0)
             return st__fail(ST_ERR_FORMAT,
@@ -249,6 +248,9 @@ static st_status parse_gpt2(const parser *p, st_model_config *c) {
     if (!c->tie_embeddings)
         return st__fail(ST_ERR_UNSUPPORTED,
                         "%s: tie_word_embeddings: false is not implemented for gpt2", p->src);
+    /* nanoGPT's GPTConfig.bias (false: Linear and LayerNorm without biases);
+     * Hugging Face's GPT-2 has no such key and always has biases. */
+    ST_TRY(get_bool(p, "bias", true, &c->bias));
     return ST_OK;
 }
 
@@ -371,6 +373,7 @@ st_status st_model_config_to_json(const st_model_config *cfg, char **json) {
         e |= set_new(o, "embd_pdrop", real_of(cfg->dropout));
         e |= set_new(o, "attn_pdrop", real_of(cfg->dropout));
         e |= set_new(o, "tie_word_embeddings", json_true());
+        if (!cfg->bias) e |= set_new(o, "bias", json_false()); /* nanoGPT's key */
     } else {
         json_t *arch = json_array();
         e |= json_array_append_new(arch, json_string("LlamaForCausalLM"));

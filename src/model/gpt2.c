@@ -19,6 +19,11 @@
  * attention output projection and the MLP output, like HF's embd_pdrop and
  * resid_pdrop; attention-probability dropout (attn_pdrop) is not applied.
  *
+ * Without biases (cfg.bias false, nanoGPT's bias=False): the Linear and
+ * LayerNorm bias tensors do not exist (no parameter, no tensor name in
+ * model.safetensors; their pointers stay NULL), Linear is a matmul alone and
+ * LayerNorm runs without beta.
+ *
  * Init (GPT-2 / nanoGPT): weights N(0, 0.02), residual projections
  * (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)), biases 0, norm
  * weights 1. Ownership and threading: model.c's.
@@ -39,32 +44,40 @@ st_status st__gpt2_build(st_model *m, uint64_t seed) {
     for (int i = 0; i < c->n_layer; i++) {
         st__block *b = &m->blocks[i];
         ST_TRY(st__model_add_param(m, &b->ln1_w, 1, s_c, 0, 1, seed, "h.%d.ln_1.weight", i));
-        ST_TRY(st__model_add_param(m, &b->ln1_b, 1, s_c, 0, 0, seed, "h.%d.ln_1.bias", i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->ln1_b, 1, s_c, 0, 0, seed, "h.%d.ln_1.bias", i));
         ST_TRY(st__model_add_param(m, &b->attn_w, 2, s_c3c, std, 0, seed, "h.%d.attn.c_attn.weight",
                                    i));
-        ST_TRY(st__model_add_param(m, &b->attn_b, 1, s_3c, 0, 0, seed, "h.%d.attn.c_attn.bias", i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->attn_b, 1, s_3c, 0, 0, seed, "h.%d.attn.c_attn.bias",
+                                       i));
         ST_TRY(st__model_add_param(m, &b->attn_proj_w, 2, s_cc, std_res, 0, seed,
                                    "h.%d.attn.c_proj.weight", i));
-        ST_TRY(st__model_add_param(m, &b->attn_proj_b, 1, s_c, 0, 0, seed, "h.%d.attn.c_proj.bias",
-                                   i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->attn_proj_b, 1, s_c, 0, 0, seed,
+                                       "h.%d.attn.c_proj.bias", i));
         ST_TRY(st__model_add_param(m, &b->ln2_w, 1, s_c, 0, 1, seed, "h.%d.ln_2.weight", i));
-        ST_TRY(st__model_add_param(m, &b->ln2_b, 1, s_c, 0, 0, seed, "h.%d.ln_2.bias", i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->ln2_b, 1, s_c, 0, 0, seed, "h.%d.ln_2.bias", i));
         ST_TRY(st__model_add_param(m, &b->fc_w, 2, s_cf, std, 0, seed, "h.%d.mlp.c_fc.weight", i));
-        ST_TRY(st__model_add_param(m, &b->fc_b, 1, s_f, 0, 0, seed, "h.%d.mlp.c_fc.bias", i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->fc_b, 1, s_f, 0, 0, seed, "h.%d.mlp.c_fc.bias", i));
         ST_TRY(st__model_add_param(m, &b->mlp_proj_w, 2, s_fc, std_res, 0, seed,
                                    "h.%d.mlp.c_proj.weight", i));
-        ST_TRY(
-            st__model_add_param(m, &b->mlp_proj_b, 1, s_c, 0, 0, seed, "h.%d.mlp.c_proj.bias", i));
+        if (c->bias)
+            ST_TRY(st__model_add_param(m, &b->mlp_proj_b, 1, s_c, 0, 0, seed,
+                                       "h.%d.mlp.c_proj.bias", i));
     }
     ST_TRY(st__model_add_param(m, &m->final_w, 1, s_c, 0, 1, seed, "ln_f.weight"));
-    ST_TRY(st__model_add_param(m, &m->final_b, 1, s_c, 0, 0, seed, "ln_f.bias"));
+    if (c->bias) ST_TRY(st__model_add_param(m, &m->final_b, 1, s_c, 0, 0, seed, "ln_f.bias"));
     return ST_OK;
 }
 
-/* (B*T, C) x (C, N) + (N) */
+/* (B*T, C) x (C, N) + (N); b NULL: no bias */
 static st_status linear(st_ctx *ctx, const st_tensor *x, const st_tensor *w, const st_tensor *b,
                         st_tensor **out) {
     st_tensor *y = NULL;
+    if (!b) return st_matmul(ctx, x, w, out);
     ST_TRY(st_matmul(ctx, x, w, &y));
     return st_add(ctx, y, b, out);
 }

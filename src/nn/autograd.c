@@ -33,12 +33,31 @@
  * (copy on write), so a lender's grad is never changed through a borrower.
  * A lender is always a node already backpropagated (its grad is final).
  *
+ * Memory during backward. Step tensors' data above ST_ARENA_CHUNK_MIN are
+ * arena chunks that can be released early (strata/base.h), and backward
+ * releases what it no longer needs, so its peak is the forward's saved
+ * activations plus a bounded working set rather than every gradient and
+ * temporary of the step: (1) after each node's backward, every chunk
+ * allocated during it that is not now a source's grad (scratch: products
+ * before a reduction, transposed copies, copy-on-write leftovers) goes back
+ * to the pool; (2) a consumed node's output gradient is dead (its only
+ * readers were this node's rule and the borrowers of its memory), so the
+ * output's ->grad is set to NULL and its chunk released once no unconsumed
+ * tensor's grad points into it (a count per chunk, `holders`, kept for the
+ * duration of one backward). Only chunks allocated during this backward
+ * are ever released: a seed, forward activations and leaf grads stay until
+ * the reset. So after st_backward, leaves (tensors without a node) and
+ * persistent tensors hold their grads; intermediates hold none, as in
+ * PyTorch, unless st_autograd_set_retain_grads(ctx, true) keeps them until
+ * the reset (tests of the sharing rules do).
+ *
  * Per-context state. Backward needs none (the graph hangs off the tensors).
- * What outlives a backward is the number of nodes recorded this step
- * (st_autograd_tape_size). It sits in a small ag_state that
+ * What outlives a backward is the list of nodes recorded this step
+ * (st_autograd_tape_size, st_autograd_saved_bytes), the retain flag and
+ * backward's reusable scratch. It sits in a small ag_state that
  * st_autograd_enable() allocates and hands to the context's extension slot
- * (st_ctx_set_ext with st_free: the context frees it at st_ctx_free, after
- * its last reset hook or record could run). The recorder and the reset hook
+ * (st_ctx_set_ext with ag_state_free: the context frees it at st_ctx_free,
+ * after its last reset hook or record could run). The recorder and the reset hook
  * get the state as user pointer; st_autograd_tape_size and the idempotence
  * check of st_autograd_enable read it back with st_ctx_get_recorder. So the
  * state lives and dies with its context: no global table, nothing keyed by
@@ -77,10 +96,31 @@ static _Atomic uint64_t g_backward_id;
 static st_status ag_record(st_ctx *ctx, void *user, const st_op_desc *desc, st_tensor *const *srcs,
                            int n_src, st_tensor *out);
 
+/* Open addressing, linear probing, no deletion (a count that drops to 0
+ * stays); keys are chunk or storage addresses. Heap memory (st_malloc) so
+ * that it never lands in the arena whose chunks it counts. */
+typedef struct ptr_map {
+    const void **keys;
+    int64_t *vals;
+    size_t cap, n;
+} ptr_map;
+
 typedef struct ag_state {
     int64_t n_nodes; /* nodes recorded since the last reset */
+    /* Backward's scratch, kept between backwards so that a steady-state step
+     * allocates nothing: the holder map (emptied at each backward's start)
+     * and room for a node's sources' old grads. Heap; freed with the state. */
+    ptr_map holders;
+    struct st_tensor **old;
+    int cap_old;
+    /* The nodes recorded since the last reset, in tape order (an arena
+     * array; a grown array leaves its old copy behind until the reset). */
+    struct ag_node **nodes;
+    int64_t cap_nodes;
+    bool retain_grads; /* keep intermediates' grads until the reset */
     /* Step tensors whose grad shares another tensor's grad memory (see the
-     * opening comment). The array lives in the arena and dies at the reset. */
+     * opening comment). A heap array (emptied at the reset, freed with the
+     * state): it grows during backward, when arena chunks come and go. */
     st_tensor **borrowed;
     int64_t n_borrowed, cap_borrowed;
 } ag_state;
@@ -89,8 +129,9 @@ static void ag_on_reset(st_ctx *ctx, void *user) {
     (void)ctx;
     ag_state *st = user;
     st->n_nodes = 0;
-    st->borrowed = NULL;
-    st->n_borrowed = st->cap_borrowed = 0;
+    st->nodes = NULL;
+    st->cap_nodes = 0;
+    st->n_borrowed = 0; /* the heap array stays for the next step */
 }
 
 static ag_state *state_of(st_ctx *ctx) {
@@ -110,6 +151,16 @@ static st_status ag_record(st_ctx *ctx, void *user, const st_op_desc *desc, st_t
     for (int i = 0; i < n_src; i++)
         if (srcs[i] == out) return ST_OK;
 
+    if (st->n_nodes == st->cap_nodes) {
+        int64_t cap = st->cap_nodes ? st->cap_nodes * 2 : 256;
+        ag_node **v = st_arena_alloc(st_ctx_arena(ctx), (size_t)cap * sizeof *v, 0);
+        if (!v)
+            return st__fail(ST_ERR_NOMEM, "autograd: cannot record %s: arena out of memory",
+                            st_op_name(desc->op));
+        if (st->n_nodes) memcpy(v, st->nodes, (size_t)st->n_nodes * sizeof *v);
+        st->nodes = v;
+        st->cap_nodes = cap;
+    }
     size_t bytes = sizeof(ag_node) + (size_t)n_src * sizeof(st_tensor *);
     ag_node *n = st_arena_alloc(st_ctx_arena(ctx), bytes, _Alignof(ag_node));
     if (!n)
@@ -125,8 +176,19 @@ static st_status ag_record(st_ctx *ctx, void *user, const st_op_desc *desc, st_t
     for (int i = 0; i < n_src; i++)
         n->src[i] = srcs[i];
     out->ag_node = n;
-    st->n_nodes++;
+    st->nodes[st->n_nodes++] = n;
     return ST_OK;
+}
+
+static void map_free(ptr_map *m);
+
+static void ag_state_free(void *p) {
+    ag_state *st = p;
+    if (!st) return;
+    map_free(&st->holders);
+    st_free(st->old);
+    st_free(st->borrowed);
+    st_free(st);
 }
 
 st_status st_autograd_enable(st_ctx *ctx) {
@@ -136,14 +198,17 @@ st_status st_autograd_enable(st_ctx *ctx) {
         return st__fail(ST_ERR_STATE,
                         "st_autograd_enable: the context's extension slot is taken (autograd "
                         "state whose recorder was replaced, or another layer's state)");
-    ag_state *st = st_malloc(sizeof *st);
+    ag_state *st = st_calloc(1, sizeof *st);
     if (!st) return st__fail(ST_ERR_NOMEM, "st_autograd_enable: out of memory");
     st->n_nodes = 0;
+    st->nodes = NULL;
+    st->cap_nodes = 0;
+    st->retain_grads = false;
     st->borrowed = NULL;
     st->n_borrowed = st->cap_borrowed = 0;
-    st_status s = st_ctx_set_ext(ctx, st, st_free); /* the context owns st from here */
+    st_status s = st_ctx_set_ext(ctx, st, ag_state_free); /* the context owns st from here */
     if (s != ST_OK) {
-        st_free(st);
+        ag_state_free(st);
         return s;
     }
     s = st_ctx_add_reset_hook(ctx, ag_on_reset, st);
@@ -152,6 +217,103 @@ st_status st_autograd_enable(st_ctx *ctx) {
         return s;
     }
     st_ctx_set_recorder(ctx, ag_record, st);
+    return ST_OK;
+}
+
+/* ---- pointer map (holders per chunk, saved-bytes dedup) -------------------------------- */
+
+static size_t ptr_hash(const void *p) {
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static void map_free(ptr_map *m) {
+    st_free(m->keys);
+    st_free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* Empties m, keeping its capacity. */
+static void map_clear(ptr_map *m) {
+    if (m->cap) memset(m->keys, 0, m->cap * sizeof *m->keys);
+    m->n = 0;
+}
+
+/* The value slot of k, inserted as 0 when absent; NULL when out of memory. */
+static int64_t *map_at(ptr_map *m, const void *k) {
+    if (2 * (m->n + 1) > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        ptr_map g = {.keys = st_calloc(cap, sizeof(void *)),
+                     .vals = st_calloc(cap, sizeof(int64_t)),
+                     .cap = cap};
+        if (!g.keys || !g.vals) {
+            map_free(&g);
+            return NULL;
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                size_t j = ptr_hash(m->keys[i]) & (cap - 1);
+                while (g.keys[j])
+                    j = (j + 1) & (cap - 1);
+                g.keys[j] = m->keys[i];
+                g.vals[j] = m->vals[i];
+                g.n++;
+            }
+        map_free(m);
+        *m = g;
+    }
+    size_t j = ptr_hash(k) & (m->cap - 1);
+    while (m->keys[j] && m->keys[j] != k)
+        j = (j + 1) & (m->cap - 1);
+    if (!m->keys[j]) {
+        m->keys[j] = k;
+        m->vals[j] = 0;
+        m->n++;
+    }
+    return &m->vals[j];
+}
+
+size_t st_autograd_saved_bytes(st_ctx *ctx) {
+    ag_state *st = ctx ? state_of(ctx) : NULL;
+    if (!st) return 0;
+    st_arena *ar = st_ctx_arena(ctx);
+    ptr_map seen = {0};
+    size_t total = 0;
+    for (int64_t i = 0; i < st->n_nodes; i++) {
+        const ag_node *n = st->nodes[i];
+        for (int j = -1; j < n->n_src; j++) {
+            const st_tensor *t = j < 0 ? n->out : n->src[j];
+            if (!t || t->persistent) continue;
+            size_t bytes = 0;
+            const void *key = st_arena_chunk_of(ar, t->data, &bytes, NULL);
+            if (!key) { /* a small step tensor: count its window once per storage */
+                key = t->storage ? (const void *)t->storage : (const void *)t;
+                bytes = st_tensor_nbytes(t);
+            }
+            int64_t *v = map_at(&seen, key);
+            if (!v) { /* out of memory for the map: count without dedup */
+                total += bytes;
+                continue;
+            }
+            if (*v == 0) {
+                *v = 1;
+                total += bytes;
+            }
+        }
+    }
+    map_free(&seen);
+    return total;
+}
+
+st_status st_autograd_set_retain_grads(st_ctx *ctx, bool on) {
+    ag_state *st = ctx ? state_of(ctx) : NULL;
+    if (!st)
+        return st__fail(ST_ERR_STATE, "st_autograd_set_retain_grads: autograd is not enabled on "
+                                      "the context (st_autograd_enable)");
+    st->retain_grads = on;
     return ST_OK;
 }
 
@@ -227,10 +389,11 @@ static st_status mark_borrowed(st_ctx *ctx, st_tensor *t) {
     ag_state *st = state_of(ctx);
     if (!st) return st__fail(ST_ERR_INTERNAL, "autograd: no state on the context");
     if (st->n_borrowed == st->cap_borrowed) {
+        /* Heap, not arena: it grows during backward, whose scratch chunks
+         * are released after each node. */
         int64_t cap = st->cap_borrowed ? st->cap_borrowed * 2 : 64;
-        st_tensor **v = st_arena_alloc(st_ctx_arena(ctx), (size_t)cap * sizeof *v, 0);
-        if (!v) return st__fail(ST_ERR_NOMEM, "autograd: arena out of memory");
-        if (st->n_borrowed) memcpy(v, st->borrowed, (size_t)st->n_borrowed * sizeof *v);
+        st_tensor **v = st_realloc(st->borrowed, (size_t)cap * sizeof *v);
+        if (!v) return st__fail(ST_ERR_NOMEM, "autograd: out of memory for the borrowed list");
         st->borrowed = v;
         st->cap_borrowed = cap;
     }
@@ -611,6 +774,90 @@ static st_status node_backward(st_ctx *ctx, const ag_node *n) {
 
 /* ---- backward -------------------------------------------------------------------------- */
 
+/* What one backward tracks to release memory early (see the opening
+ * comment). */
+typedef struct bw_mem {
+    st_ctx *ctx;
+    st_arena *arena;
+    uint64_t mark;       /* chunks with serial >= mark were allocated by this backward */
+    uint64_t node_mark;  /* ... >= node_mark by the node being run */
+    bool retain;         /* st_autograd_set_retain_grads */
+    ptr_map *holders;    /* chunk -> number of unconsumed tensors whose grad is in it */
+    ptr_map own_holders; /* the map when the context has no autograd state */
+    st_tensor ***old;    /* the sources' grads before the node ran */
+    int *cap_old;
+    st_tensor **own_old;
+    int own_cap_old;
+} bw_mem;
+
+/* Adds delta to the holders of the chunk g's data is in (nothing when g is
+ * NULL or not in a chunk of this backward); releases the chunk when the
+ * count reaches 0. */
+static st_status mem_hold(bw_mem *m, const st_tensor *g, int delta) {
+    if (!g) return ST_OK;
+    uint64_t serial = 0;
+    const void *c = st_arena_chunk_of(m->arena, g->data, NULL, &serial);
+    if (!c || serial < m->mark) return ST_OK;
+    int64_t *v = map_at(m->holders, c);
+    if (!v) return st__fail(ST_ERR_NOMEM, "st_backward: out of memory for the holder map");
+    *v += delta;
+    if (*v <= 0 && !m->retain) {
+        *v = 0;
+        (void)st_arena_release(m->arena, c);
+    }
+    return ST_OK;
+}
+
+static st_status mem_before(bw_mem *m, const ag_node *n) {
+    if (n->n_src > *m->cap_old) {
+        int cap = n->n_src > 8 ? n->n_src : 8;
+        st_tensor **v = st_realloc(*m->old, (size_t)cap * sizeof *v);
+        if (!v) return st__fail(ST_ERR_NOMEM, "st_backward: out of memory");
+        *m->old = v;
+        *m->cap_old = cap;
+    }
+    for (int i = 0; i < n->n_src; i++)
+        (*m->old)[i] = n->src[i] ? n->src[i]->grad : NULL;
+    m->node_mark = st_arena_mark(m->arena);
+    return ST_OK;
+}
+
+/* keep fn of st_arena_release_since: whether chunk holds a source's grad. */
+static bool keep_src_grad(void *user, const void *chunk, size_t bytes) {
+    const ag_node *n = ((void **)user)[0];
+    const st_arena *ar = ((void **)user)[1];
+    (void)bytes;
+    for (int i = 0; i < n->n_src; i++) {
+        const st_tensor *t = n->src[i];
+        if (t && t->grad && st_arena_chunk_of(ar, t->grad->data, NULL, NULL) == chunk) return true;
+    }
+    return false;
+}
+
+static st_status mem_after(bw_mem *m, ag_node *n) {
+    /* (1) scratch of this node's rule */
+    void *ku[2] = {n, m->arena};
+    (void)st_arena_release_since(m->arena, m->node_mark, keep_src_grad, ku);
+    /* Sources whose grad changed hold the new chunk instead of the old one
+     * (each tensor once, however often it appears among the sources). */
+    st_tensor **old = *m->old;
+    for (int i = 0; i < n->n_src; i++) {
+        st_tensor *t = n->src[i];
+        if (!t || t->grad == old[i]) continue;
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++)
+            dup = n->src[j] == t;
+        if (dup) continue;
+        ST_TRY(mem_hold(m, t->grad, +1));
+        ST_TRY(mem_hold(m, old[i], -1));
+    }
+    /* (2) the output's grad is consumed */
+    if (m->retain) return ST_OK;
+    st_tensor *g = n->out->grad;
+    n->out->grad = NULL;
+    return mem_hold(m, g, -1);
+}
+
 /* A growable array of nodes in the arena (dies at the reset, like the
  * tape; a grown array leaves its old copy behind until then). */
 typedef struct node_list {
@@ -706,11 +953,25 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
     } else {
         s = grad_add(ctx, out, grad_out, false, 1.0f);
     }
+    bw_mem mem = {.ctx = ctx, .arena = st_ctx_arena(ctx), .mark = st_arena_mark(st_ctx_arena(ctx))};
+    ag_state *st = state_of(ctx);
+    mem.retain = st && st->retain_grads;
+    mem.holders = st ? &st->holders : &mem.own_holders;
+    mem.old = st ? &st->old : &mem.own_old;
+    mem.cap_old = st ? &st->cap_old : &mem.own_cap_old;
+    map_clear(mem.holders);
+    if (s == ST_OK) s = mem_hold(&mem, out->grad, +1);
     for (int64_t i = 0; i < nodes.n && s == ST_OK; i++) {
         ag_node *n = nodes.v[i];
         n->consumed = true;
-        if (n->out->grad) s = node_backward(ctx, n);
+        if (n->out->grad) {
+            s = mem_before(&mem, n);
+            if (s == ST_OK) s = node_backward(ctx, n);
+            if (s == ST_OK) s = mem_after(&mem, n);
+        }
     }
+    map_free(&mem.own_holders);
+    st_free(mem.own_old);
     st_ctx_set_grad_enabled(ctx, grad_was_on);
     return s;
 }

@@ -28,6 +28,9 @@ i32 (-1 = ignored), "<arch>/logits" [B,T,V], "<arch>/loss" [1],
 "<arch>/grad/<HF name>", "<arch>/adamw_losses" [6] (loss after k = 0..5
 AdamW updates; lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on
 tensors with >= 2 dims only, via two param groups).
+Archs: "gpt2", "llama", then "gpt2-nobias" (nanoGPT's bias=False: the same
+GPT-2 without Linear and LayerNorm biases, config key "bias": false). New
+cases are appended after the old ones, so the old entries stay identical.
 """
 import json
 import math
@@ -90,20 +93,32 @@ def gpt2_forward(cfg, p, ids):
     C, H, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
     Bn, Tn = ids.shape
     ln = torch.nn.functional.layer_norm
+
+    def lin(x, name):  # Conv1D; no bias tensor when cfg has "bias": false
+        y = x @ p[name + ".weight"]
+        return y + p[name + ".bias"] if name + ".bias" in p else y
+
     x = p["wte.weight"][ids] + p["wpe.weight"][:Tn]
     for i in range(cfg["n_layer"]):
         h = f"h.{i}."
-        a = ln(x, (C,), p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)
-        qkv = a @ p[h + "attn.c_attn.weight"] + p[h + "attn.c_attn.bias"]
+        a = ln(x, (C,), p[h + "ln_1.weight"], p.get(h + "ln_1.bias"), eps)
+        qkv = lin(a, h + "attn.c_attn")
         q, k, v = qkv.split(C, dim=2)
         q, k, v = (t.view(Bn, Tn, H, C // H).transpose(1, 2) for t in (q, k, v))
         y = causal_attention(q, k, v).transpose(1, 2).reshape(Bn, Tn, C)
-        x = x + (y @ p[h + "attn.c_proj.weight"] + p[h + "attn.c_proj.bias"])
-        a = ln(x, (C,), p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)
-        m = gelu_new(a @ p[h + "mlp.c_fc.weight"] + p[h + "mlp.c_fc.bias"])
-        x = x + (m @ p[h + "mlp.c_proj.weight"] + p[h + "mlp.c_proj.bias"])
-    x = ln(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps)
+        x = x + lin(y, h + "attn.c_proj")
+        a = ln(x, (C,), p[h + "ln_2.weight"], p.get(h + "ln_2.bias"), eps)
+        m = gelu_new(lin(a, h + "mlp.c_fc"))
+        x = x + lin(m, h + "mlp.c_proj")
+    x = ln(x, (C,), p["ln_f.weight"], p.get("ln_f.bias"), eps)
     return x @ p["wte.weight"].t()  # tied head
+
+
+GPT2_NOBIAS = dict(GPT2, bias=False)
+
+
+def gpt2_nobias_params(cfg, g):  # the same draws as gpt2_params, biases dropped
+    return {k: v for k, v in gpt2_params(cfg, g).items() if not k.endswith(".bias")}
 
 
 # ---- Llama -------------------------------------------------------------------------------
@@ -246,6 +261,10 @@ def main():
     targets = torch.randint(0, 64, (B, T), generator=g)
     targets[1, 3] = -1  # an ignored target: the mean runs over the other 15
     reference("llama", LLAMA, llama_params(LLAMA, g), llama_forward, ids, targets, out)
+    ids = torch.randint(0, 64, (B, T), generator=g)
+    targets = torch.randint(0, 64, (B, T), generator=g)
+    reference("gpt2-nobias", GPT2_NOBIAS, gpt2_nobias_params(GPT2_NOBIAS, g), gpt2_forward, ids,
+              targets, out)
     write(path, out)
     print(f"wrote {path}: {len(out)} entries")
 
