@@ -138,7 +138,21 @@ st_status st_kv_seq_fork(st_kv_cache *kv, const st_kv_seq *src, int64_t n_tokens
 /* Drops seq's references (blocks whose count reaches 0 return to the pool)
  * and empties it. */
 void st_kv_seq_release(st_kv_cache *kv, st_kv_seq *seq);
-/* Block reference counting for caches above the engine (prefix caches). */
+/* Keeps seq's first n_tokens (0 <= n_tokens <= seq->n_tokens) and drops
+ * the blocks past them (rollback, preemption). Errors: ST_ERR_INVALID_ARG. */
+st_status st_kv_seq_truncate(st_kv_cache *kv, st_kv_seq *seq, int64_t n_tokens);
+/* Blocks st_kv_seq_reserve(kv, seq, n_tokens) would take from the pool
+ * (new blocks plus a copy-on-write copy), so that a scheduler can admit a
+ * batch only when all of it fits. */
+int64_t st_kv_seq_blocks_needed(const st_kv_cache *kv, const st_kv_seq *seq, int64_t n_tokens);
+/* A block's reference count (0: free); -1 for an id outside the pool. */
+int32_t st_kv_block_refcount(const st_kv_cache *kv, int32_t block);
+/* Bytes of K and V storage per block (all layers), and of the whole pool. */
+size_t st_kv_block_bytes(const st_kv_cache *kv);
+/* Block reference counting for caches above the engine (prefix caches):
+ * a block held by a prefix cache stays out of the pool until unref'd.
+ * Ids outside the pool, or unref of a free block, are programming errors
+ * (ST_ASSERT). */
 void st_kv_block_ref(st_kv_cache *kv, int32_t block);
 void st_kv_block_unref(st_kv_cache *kv, int32_t block);
 
@@ -213,20 +227,94 @@ st_status st_sampler_sample(st_sampler *s, float *logits, const int32_t *history
                             int64_t n_history, int32_t *token, st_token_logprob *chosen,
                             st_token_logprob *top, int n_top);
 
+/* ==== generation loop ==================================================== */
+
+/* Why a generation ended. */
+typedef enum st_finish_reason {
+    ST_FINISH_LENGTH = 0,  /* max_tokens reached, or the context (n_ctx) is full */
+    ST_FINISH_EOS = 1,     /* the model produced EOS (or BOS: llama2.c's end) */
+    ST_FINISH_STOP = 2,    /* a stop string appeared (it is not emitted) */
+    ST_FINISH_CANCEL = 3,  /* the callback asked to stop */
+} st_finish_reason;
+
+typedef struct st_generate_params {
+    st_sampler_params sampler;
+    int64_t max_tokens;        /* new tokens at most (default 256); the context also ends it */
+    const char *const *stop;   /* stop strings (borrowed; may be NULL) */
+    int n_stop;
+    bool stop_at_eos;          /* default true: EOS (and BOS) end the text */
+    int n_top_logprobs;        /* 0..20: top alternatives passed to the callback */
+} st_generate_params;
+st_generate_params st_generate_default_params(void);
+
+typedef struct st_generate_stats {
+    int64_t n_prompt;          /* prompt tokens run through the model */
+    int64_t n_generated;       /* tokens sampled */
+    double prefill_s;          /* seconds in the prompt's forward pass */
+    double decode_s;           /* seconds from the first sampled token to the end */
+    st_finish_reason finish;
+} st_generate_stats;
+
+/* Called once per sampled token. text/n_bytes: the text this token makes
+ * final (UTF-8 characters split across tokens are held back until whole;
+ * text that could begin a stop string is held back until it cannot; so
+ * n_bytes may be 0, and the concatenated texts are the generated text).
+ * chosen/top: log-probabilities (top has n_top entries). Return non-zero
+ * to stop (ST_FINISH_CANCEL). The final call may carry id -1 to flush text
+ * held back at the end. */
+typedef int (*st_token_fn)(void *user, int32_t id, const char *text, size_t n_bytes,
+                           const st_token_logprob *chosen, const st_token_logprob *top,
+                           int n_top);
+
+/* Runs prompt[n_prompt] (it must not be empty; BOS is the caller's choice)
+ * through the engine in a fresh sequence, then samples until max_tokens,
+ * EOS, a stop string, a full context or the callback ends it. tok turns ids
+ * into text (NULL: the model's tokenizer; stop strings need one). The
+ * sequence's KV blocks are released before returning. Borrows everything.
+ * Errors: those of st_engine_forward and st_sampler_new, ST_ERR_INVALID_ARG
+ * (empty prompt, no tokenizer), ST_ERR_BOUNDS (prompt longer than n_ctx). */
+st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prompt,
+                      int64_t n_prompt, const st_generate_params *p, st_token_fn fn, void *user,
+                      st_generate_stats *stats);
+
 /* ==== GGUF, Hugging Face directories, quantization (src/hub/) ============ */
 
 /* GGUF v2/v3 (llama and gpt2 architectures; f32, f16, bf16, q8_0, q4_0
- * tensors; the tokenizer from the metadata). The tensor data is mapped, not
- * copied. */
+ * tensors; the tokenizer from the metadata: "llama" SentencePiece or "gpt2"
+ * byte-level BPE). The tensor data is mapped, not copied: *out owns the
+ * mapping (st_lm_free unmaps it); rope is ST_ROPE_INTERLEAVED. Every count,
+ * length, dimension and offset is checked against the file before use.
+ * Errors: ST_ERR_IO (cannot open/map; names the path), ST_ERR_FORMAT (names
+ * the file and the field: truncation, absurd dimensions, unknown types,
+ * missing tensors or hyperparameters), ST_ERR_UNSUPPORTED (another
+ * architecture), ST_ERR_NOMEM. */
 st_status st_lm_load_gguf(const char *path, st_lm **out);
+/* Writes lm as GGUF v3 (alignment 32; general.architecture, general.name,
+ * general.file_type, the <arch>.* hyperparameters, the tokenizer when lm has
+ * a SentencePiece or byte-level BPE one) to path.tmp, fsyncs and renames it
+ * over path. ST_ROPE_HALF llama q/k rows are permuted to GGUF's interleaved
+ * order (convert_hf_to_gguf.py's permute); gpt2 q, k, v are written fused
+ * as attn_qkv. Borrows lm. Errors: ST_ERR_FORMAT (st_lm_validate),
+ * ST_ERR_UNSUPPORTED (gpt2 q/k/v of different types), ST_ERR_IO, ST_ERR_NOMEM. */
 st_status st_lm_save_gguf(const st_lm *lm, const char *path);
 /* Hugging Face-style directory (config.json, model.safetensors with Llama
  * or GPT-2 names, "transformer." prefix or not, f32/f16/bf16; tokenizer.json
- * when present). */
+ * when present). Weights are copied (f16/bf16 matrices keep their type;
+ * GPT-2 Conv1D weights become f32 [out, in]); rope is ST_ROPE_HALF.
+ * Errors: those of st_model_config_parse and st_safetensors_open,
+ * ST_ERR_FORMAT (a missing or misshapen tensor, naming it), ST_ERR_NOMEM. */
 st_status st_lm_load_hf(const char *dir, st_lm **out);
+/* Writes dir/config.json, dir/model.safetensors (f32; quantized matrices
+ * dequantized; interleaved q/k rows put back in HF order; gpt2 in Conv1D
+ * layout with c_attn fused) and dir/tokenizer.json (when lm has a
+ * tokenizer), each crash-safe. Creates dir if needed. Borrows lm.
+ * Errors: ST_ERR_FORMAT (st_lm_validate), ST_ERR_IO, ST_ERR_NOMEM. */
 st_status st_lm_save_hf(const st_lm *lm, const char *dir);
 /* A copy of src with every 2-D weight matrix (not the norms) in type t;
- * rows whose length is not a multiple of ST_QK stay f32. */
+ * rows whose length is not a multiple of ST_QK stay f32. The copy owns all
+ * its storage and a clone of the tokenizer; src is borrowed. Errors:
+ * ST_ERR_INVALID_ARG, ST_ERR_IO (cloning a tokenizer other than
+ * SentencePiece / GPT-2 BPE goes through a temporary file), ST_ERR_NOMEM. */
 st_status st_lm_quantize(const st_lm *src, st_wtype t, st_lm **out);
 
 #ifdef __cplusplus

@@ -92,6 +92,44 @@ const char *st_tokenizer_piece(const st_tokenizer *tok, int32_t id, size_t *n_by
  * Every kind can be written; loading it back gives the same encoding. */
 st_status st_tokenizer_save_json(const st_tokenizer *tok, const char *path);
 
+/* ---- token lists (GGUF's tokenizer.ggml.* metadata), appended by the L6
+ * formats work; src/data/tokenizer_vocab.c ------------------------------------ */
+
+/* A SentencePiece tokenizer (llama2.c's rules) from n pieces in
+ * SentencePiece form (U+2581 for a space, "<0xNN>" byte tokens; at least
+ * <unk>, <s>, </s> and the 256 byte tokens), their scores (NULL: 0) and the
+ * bos/eos ids (-1: llama2.c's 1 and 2). Borrows everything; name is used in
+ * messages. Errors: ST_ERR_FORMAT, ST_ERR_INVALID_ARG, ST_ERR_NOMEM. */
+st_status st_tokenizer_from_sp_pieces(int n, const char *const *pieces, const size_t *lens,
+                                      const float *scores, int bos_id, int eos_id,
+                                      const char *name, st_tokenizer **out);
+/* A byte-level BPE tokenizer (GPT-2's rules and regex; "<|endoftext|>" is
+ * the special bos/eos when present) from n tokens in GPT-2's printable byte
+ * form (NULL entries: absent ids) and n_merges "a b" merges in rank order.
+ * Borrows everything. Errors: ST_ERR_FORMAT (duplicate tokens, a bad
+ * merge), ST_ERR_INVALID_ARG, ST_ERR_NOMEM. */
+st_status st_tokenizer_from_bpe_lists(int n, const char *const *tokens, const size_t *lens,
+                                      int n_merges, const char *const *merges,
+                                      const size_t *merge_lens, const char *name,
+                                      st_tokenizer **out);
+/* Token id of a SentencePiece tokenizer in SentencePiece form: *out is
+ * st_malloc'd (NUL-terminated, *n bytes; the caller frees it); score and
+ * gguf_type (llama.cpp's: 1 normal, 2 unknown, 3 control, 6 byte) may be
+ * NULL. Errors: ST_ERR_INVALID_ARG (another kind, id out of range). */
+st_status st_tokenizer_sp_piece(const st_tokenizer *tok, int32_t id, char **out, size_t *n,
+                                float *score, int *gguf_type);
+/* Token id of a byte-level BPE tokenizer in GPT-2's printable form
+ * (specials as their text), st_malloc'd; *out = NULL for an absent id. */
+st_status st_tokenizer_bpe_token(const st_tokenizer *tok, int32_t id, char **out);
+/* The merges of a byte-level BPE tokenizer as "a b" strings in rank order:
+ * *out is an st_malloc'd array of *n st_malloc'd strings (free each, then
+ * the array). */
+st_status st_tokenizer_bpe_merges(const st_tokenizer *tok, char ***out, int *n);
+/* An independent copy (SentencePiece and GPT-2 byte-level BPE through the
+ * lists above; other kinds through a tokenizer.json in a private temporary
+ * directory). Errors: ST_ERR_IO, those of the loaders, ST_ERR_NOMEM. */
+st_status st_tokenizer_clone(const st_tokenizer *tok, st_tokenizer **out);
+
 #ifdef __cplusplus
 }
 #endif

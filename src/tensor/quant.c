@@ -2,15 +2,31 @@
  * quant.c — weight matrices (strata/quant.h): type table, llama.cpp's
  * q8_0/q4_0 block quantizers, and y = x . W^T over the context's pool.
  *
- * This is the portable reference path: rows are dequantized (or dotted as
- * they are, for f32) one output at a time, split over the pool by output
- * rows. SIMD integer kernels replace the inner loops where the backend has
- * them; the results of every path are checked against this one.
+ * The product picks one of three paths (measured on the 2-core Zen VM; see
+ * docs/L3-tensors.md):
+ *  - dot: each thread of the pool takes a contiguous run of output rows and
+ *    dots every row with every x row through the CPU backend's kernel table
+ *    of the context's SIMD level (kernels.h: f32 dot, f16/bf16 converted on
+ *    the fly, q8_0 x q8_0 and q4_0 x q8_0 integer dots with x quantized to
+ *    q8_0 first, as llama.cpp does). A row is read from memory once per
+ *    call, so decode (n = 1) streams the weights at memory bandwidth.
+ *  - f32 weights, n > 1: one cblas_sgemm, BLAS alone with the cores while
+ *    the pool waits.
+ *  - other weights, n >= QTILE_MIN_N[_Q8] (prefill): each pool thread dequantizes
+ *    tiles of QTILE_ROWS rows to f32 and runs single-threaded sgemm on them
+ *    (BLAS set to one thread for the call: never both multithreaded).
+ * Scratch (quantized x, tiles) is allocated per call. st_wmatrix is
+ * read-only; products may run concurrently from different contexts.
  */
 #include "strata/quant.h"
 
+#include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
+
+#include "backend/cpu/kernels.h"
+#include "strata/hw.h"
 
 static const char *const wt_names[ST_WT_COUNT_] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
 
@@ -145,41 +161,87 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out) {
                              w->cols, out);
 }
 
-/* ---- reference product: outputs split over the pool ------------------------ */
+/* ---- products ---------------------------------------------------------------- */
+
+#define QTILE_ROWS 64  /* rows of W dequantized per sgemm tile */
+/* n from which non-f32 products dequantize tiles + sgemm instead of dotting
+ * rows. Measured (one thread, CPU time, W 2048 x 768, Zen VM): the dots
+ * cost ~0.047 ms per x row for q8_0, ~0.057 f16/bf16, ~0.069 q4_0; the
+ * tiles ~0.9 ms of dequantization plus ~0.033 ms per x row. Crossovers:
+ * q8_0 ~55, q4_0 ~33, f16/bf16 ~26 (docs/L3-tensors.md). */
+#define QTILE_MIN_N_Q8 64
+#define QTILE_MIN_N 32
+
 typedef struct mm_job {
     const st_wmatrix *w;
     const float *x;
     int64_t n;
     float *y;
+    const st_cpu_kernels *k;
+    const st_cpu_qkernels *qk;
+    const uint8_t *xq;   /* x quantized to q8_0, n rows of xq_bytes */
+    size_t xq_bytes;
+    float *tiles;        /* tile path: nth tiles of QTILE_ROWS * cols floats */
+    int64_t row_align;   /* thread boundaries fall on multiples of this */
 } mm_job;
 
-static void mm_range(void *arg, int64_t begin, int64_t end) {
+static void mm_split(const mm_job *j, int ith, int nth, int64_t *r0, int64_t *r1) {
+    const int64_t rows = j->w->rows, a = j->row_align;
+    const int64_t units = (rows + a - 1) / a;
+    int64_t b = units * ith / nth * a, e = units * (ith + 1) / nth * a;
+    *r0 = b < rows ? b : rows;
+    *r1 = e < rows ? e : rows;
+}
+
+/* y[i, r] for r in [r0, r1) and every i, one dot kernel call each */
+static void mm_dot_rows(const mm_job *j, int64_t r0, int64_t r1) {
+    const st_wmatrix *w = j->w;
+    const int64_t K = w->cols, R = w->rows;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *wr = (const char *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t i = 0; i < j->n; i++) {
+            float v;
+            switch (w->type) {
+            case ST_WT_F32: v = j->k->dot(K, (const float *)wr, j->x + i * K); break;
+            case ST_WT_F16: v = j->qk->dot_f16_f32(K, (const uint16_t *)wr, j->x + i * K); break;
+            case ST_WT_BF16: v = j->qk->dot_bf16_f32(K, (const uint16_t *)wr, j->x + i * K); break;
+            case ST_WT_Q8_0:
+                v = j->qk->dot_q8_0_q8_0(K, wr, j->xq + (size_t)i * j->xq_bytes);
+                break;
+            default: v = j->qk->dot_q4_0_q8_0(K, wr, j->xq + (size_t)i * j->xq_bytes); break;
+            }
+            j->y[i * R + r] = v;
+        }
+    }
+}
+
+static void mm_dot_fn(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    int64_t r0, r1;
+    mm_split(j, ith, nth, &r0, &r1);
+    mm_dot_rows(j, r0, r1);
+}
+
+/* dequantize W rows [r0, r1) in tiles and sgemm them against all of x */
+static void mm_tile_fn(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const st_wmatrix *w = j->w;
-    const int64_t K = w->cols;
-    float *row = w->type == ST_WT_F32 ? NULL : st_malloc((size_t)K * sizeof(float));
-    if (w->type != ST_WT_F32 && !row) {
-        for (int64_t i = 0; i < j->n; i++)
-            for (int64_t r = begin; r < end; r++) j->y[i * w->rows + r] = NAN;
-        return;
-    }
-    for (int64_t r = begin; r < end; r++) {
-        const char *src = (const char *)w->data + (size_t)r * w->row_bytes;
-        const float *wr;
-        if (w->type == ST_WT_F32) {
-            wr = (const float *)src;
-        } else {
-            st_dequantize_row(w->type, src, K, row);
-            wr = row;
+    const int64_t K = w->cols, R = w->rows;
+    float *tile = j->tiles + (size_t)ith * QTILE_ROWS * (size_t)K;
+    int64_t r0, r1;
+    mm_split(j, ith, nth, &r0, &r1);
+    for (int64_t t = r0; t < r1; t += QTILE_ROWS) {
+        const int64_t nr = r1 - t < QTILE_ROWS ? r1 - t : QTILE_ROWS;
+        for (int64_t r = 0; r < nr; r++) {
+            const char *src = (const char *)w->data + (size_t)(t + r) * w->row_bytes;
+            float *dst = tile + r * K;
+            if (w->type == ST_WT_F16) j->k->f16_to_f32(K, (const uint16_t *)src, dst);
+            else if (w->type == ST_WT_BF16) j->k->bf16_to_f32(K, (const uint16_t *)src, dst);
+            else st_dequantize_row(w->type, src, K, dst);
         }
-        for (int64_t i = 0; i < j->n; i++) {
-            const float *xi = j->x + i * K;
-            float acc = 0.0f;
-            for (int64_t k = 0; k < K; k++) acc += wr[k] * xi[k];
-            j->y[i * w->rows + r] = acc;
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nr, (int)K, 1.0f,
+                    j->x, (int)K, tile, (int)K, 0.0f, j->y + t, (int)R);
     }
-    st_free(row);
 }
 
 st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
@@ -188,12 +250,55 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
     if (!ctx || !x || !y || n < 0)
         return st__fail(ST_ERR_INVALID_ARG, "st_wmatrix_matmul: bad arguments");
     if (n == 0 || w->rows == 0) return ST_OK;
-    st_pool *pool = st_backend_cpu_pool(st_ctx_backend(ctx));
+    if (w->cols == 0) {
+        memset(y, 0, (size_t)n * (size_t)w->rows * sizeof(float));
+        return ST_OK;
+    }
+    st_backend *be = st_ctx_backend(ctx);
+    st_pool *pool = st_backend_cpu_pool(be);
+    int level = st_backend_cpu_simd_level(be);
+    if (level < 0) level = ST_SIMD_SCALAR;
+    const st_cpu_kernels *k = st__cpu_kernels((st_simd_level)level);
+    const st_cpu_qkernels *qk = st__cpu_qkernels((st_simd_level)level);
+    if (!k || !qk) {
+        k = st__cpu_kernels(ST_SIMD_SCALAR);
+        qk = st__cpu_qkernels(ST_SIMD_SCALAR);
+    }
     const int nth = pool ? st_pool_size(pool) : 1;
-    int64_t grain = (w->rows + nth - 1) / nth;
-    if (grain < 1) grain = 1;
-    mm_job j = {w, x, n, y};
-    if (pool) st_pool_parallel_for(pool, w->rows, grain, mm_range, &j);
-    else mm_range(&j, 0, w->rows);
+    const bool blas_ok = n <= INT_MAX && w->rows <= INT_MAX && w->cols <= INT_MAX;
+    mm_job j = {.w = w, .x = x, .n = n, .y = y, .k = k, .qk = qk, .row_align = 16};
+
+    if (w->type == ST_WT_F32 && n > 1 && blas_ok) {
+        /* the pool is idle here: BLAS has the cores alone */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w->rows, (int)w->cols,
+                    1.0f, x, (int)w->cols, (const float *)w->data, (int)w->cols, 0.0f, y,
+                    (int)w->rows);
+        return ST_OK;
+    }
+    const int64_t tile_n = w->type == ST_WT_Q8_0 ? QTILE_MIN_N_Q8 : QTILE_MIN_N;
+    if (w->type != ST_WT_F32 && n >= tile_n && blas_ok) {
+        j.row_align = QTILE_ROWS;
+        j.tiles = st_malloc((size_t)nth * QTILE_ROWS * (size_t)w->cols * sizeof(float));
+        if (!j.tiles) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (tiles)");
+        const int blas_threads = st_hw_blas_get_threads();
+        st_hw_blas_set_threads(1); /* one BLAS thread inside each pool thread */
+        if (pool) st_pool_run(pool, mm_tile_fn, &j);
+        else mm_tile_fn(&j, 0, 1);
+        st_hw_blas_set_threads(blas_threads);
+        st_free(j.tiles);
+        return ST_OK;
+    }
+    uint8_t *xq = NULL;
+    if (w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0) {
+        j.xq_bytes = st_wtype_row_bytes(ST_WT_Q8_0, w->cols);
+        xq = st_malloc((size_t)n * j.xq_bytes);
+        if (!xq) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (q8_0 x)");
+        for (int64_t i = 0; i < n; i++)
+            st_quantize_row(ST_WT_Q8_0, x + i * w->cols, w->cols, xq + (size_t)i * j.xq_bytes);
+        j.xq = xq;
+    }
+    if (pool && nth > 1 && w->rows >= 2 * j.row_align) st_pool_run(pool, mm_dot_fn, &j);
+    else mm_dot_rows(&j, 0, w->rows);
+    st_free(xq);
     return ST_OK;
 }

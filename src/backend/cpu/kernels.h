@@ -111,4 +111,43 @@ extern const st_cpu_kernels st__cpu_kernels_avx512;
 void st__cpu_kernels_avx512_bf16_override(int use);
 #endif
 
+
+/* ---- quantized and 16-bit weight rows (appended for strata/quant.h) ------------------
+ * A second, smaller table per level, kept apart from st_cpu_kernels so the
+ * tables above stay as they are. Blocks hold 32 elements in llama.cpp's byte
+ * layout: q8_0 = {f16 d; int8 qs[32]} (34 bytes), q4_0 = {f16 d; uint8
+ * qs[16]} (18 bytes; element j is the low nibble of qs[j], element j+16 the
+ * high nibble, both minus 8). n is a multiple of 32 for the block kernels;
+ * nothing needs alignment. The block dots return sum over blocks of
+ * d_w * d_x * (integer dot of the block's qs): the integer dots are exact at
+ * every level for qs in [-127, 127] (what the quantizers produce; -128 may
+ * saturate in the sign trick, as in llama.cpp), so levels differ only in the
+ * order of the f32 sum over blocks. dot_f16_f32 / dot_bf16_f32 convert the
+ * weights on the fly (F16C / a 16-bit shift) and dot with f32 x. */
+typedef struct st_cpu_qkernels {
+    st_simd_level level;
+    const char *name;
+    float (*dot_q8_0_q8_0)(int64_t n, const void *w, const void *x);
+    float (*dot_q4_0_q8_0)(int64_t n, const void *w, const void *x);
+    float (*dot_f16_f32)(int64_t n, const uint16_t *w, const float *x);
+    float (*dot_bf16_f32)(int64_t n, const uint16_t *w, const float *x);
+} st_cpu_qkernels;
+
+#define ST_CPU_Q8_0_BYTES 34
+#define ST_CPU_Q4_0_BYTES 18
+
+/* The table of a level, or NULL when not compiled in (kernels_q.c). */
+const st_cpu_qkernels *st__cpu_qkernels(st_simd_level level);
+extern const st_cpu_qkernels st__cpu_qkernels_scalar;
+#if defined(__x86_64__)
+extern const st_cpu_qkernels st__cpu_qkernels_avx2;
+extern const st_cpu_qkernels st__cpu_qkernels_avx512;
+/* For tests: the AVX-512 block dots use vpdpbusd when the CPU has
+ * AVX512_VNNI (detected once). use = 0 forces the AVX-512BW path, 1 VNNI
+ * (only if present), -1 detects again. Not synchronized with running kernels. */
+void st__cpu_qkernels_avx512_vnni_override(int use);
+/* 1 when the AVX-512 table currently uses VNNI. */
+int st__cpu_qkernels_avx512_vnni(void);
+#endif
+
 #endif

@@ -1,0 +1,349 @@
+/*
+ * test_quant.c — weight matrices (strata/quant.h) and the quantized-row
+ * kernels (src/backend/cpu/kernels_q*.c).
+ *
+ * 1. The quantizers against blocks computed by hand from llama.cpp's
+ *    quantize_row_q8_0_ref / quantize_row_q4_0_ref (ties away from zero in
+ *    q8_0, q4_0's scale from the signed extreme, first-seen on |max| ties,
+ *    and its clamp to 15), and all-zero blocks.
+ * 2. dequantize(quantize(x)) within the formats' error bounds.
+ * 3. Every SIMD level (and AVX-512 with and without VNNI) against the scalar
+ *    kernels: block dots with unit scales are integers and must match
+ *    exactly; with random scales within 1e-5 relative.
+ * 4. st_wmatrix_matmul at every level, every type, n = 1, 2, 7, 64 and odd
+ *    row counts against a double-precision product of the dequantized
+ *    weights, within the bound that x's own q8_0 rounding allows.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/kernels.h"
+#include "strata/hw.h"
+#include "strata/quant.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* [-1, 1) */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) / (double)(1u << 23)) - 1.0f;
+}
+
+/* ---- 1. hand-computed blocks ---------------------------------------------------- */
+
+static void test_q8_0_hand(void **state) {
+    (void)state;
+    float x[32] = {0};
+    st_block_q8_0 b;
+    /* all zeros: d = 0, qs = 0 */
+    assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, 32, &b), ST_OK);
+    assert_int_equal(b.d, 0);
+    for (int j = 0; j < 32; j++) assert_int_equal(b.qs[j], 0);
+    /* amax 127 -> d = 1 (f16 0x3c00), id = 1: roundf rounds ties away from zero */
+    x[0] = 127.0f;
+    x[1] = 2.5f;
+    x[2] = -2.5f;
+    x[3] = 0.5f;
+    x[4] = -0.49f;
+    x[5] = -127.0f;
+    x[6] = 3.5f;
+    assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, 32, &b), ST_OK);
+    assert_int_equal(b.d, 0x3c00);
+    const int8_t want[7] = {127, 3, -3, 1, 0, -127, 4};
+    for (int j = 0; j < 7; j++) assert_int_equal(b.qs[j], want[j]);
+    for (int j = 7; j < 32; j++) assert_int_equal(b.qs[j], 0);
+    /* amax 254 -> d = 2: 3 -> 1.5 -> 2, -1 -> -0.5 -> -1 */
+    memset(x, 0, sizeof x);
+    x[0] = -254.0f;
+    x[1] = 3.0f;
+    x[2] = -1.0f;
+    assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, 32, &b), ST_OK);
+    assert_int_equal(b.d, 0x4000);
+    assert_int_equal(b.qs[0], -127);
+    assert_int_equal(b.qs[1], 2);
+    assert_int_equal(b.qs[2], -1);
+}
+
+static void test_q4_0_hand(void **state) {
+    (void)state;
+    float x[32] = {0};
+    st_block_q4_0 b;
+    assert_int_equal(st_quantize_row(ST_WT_Q4_0, x, 32, &b), ST_OK);
+    /* all zeros: d = 0 / -8 = -0 (f16 0x8000, as llama.cpp writes), every q = (int)8.5 = 8 */
+    assert_int_equal(b.d, 0x8000);
+    for (int j = 0; j < 16; j++) assert_int_equal(b.qs[j], 0x88);
+    /* signed extreme -8 first, +8 tied after it: d = -8 / -8 = 1; 8 -> 16 clamps to 15 */
+    x[0] = -8.0f;
+    x[1] = 8.0f;
+    x[2] = 7.0f;
+    x[3] = -0.5f;  /* 8.0 -> 8 */
+    x[4] = 0.5f;   /* 9.0 -> 9 */
+    x[5] = -7.6f;  /* 0.9 -> 0 */
+    x[16] = 1.49f; /* 9.99 -> 9, high nibble of qs[0] */
+    x[17] = -3.0f; /* 5.5 -> 5 */
+    assert_int_equal(st_quantize_row(ST_WT_Q4_0, x, 32, &b), ST_OK);
+    assert_int_equal(b.d, 0x3c00);
+    assert_int_equal(b.qs[0], 0 | (9 << 4));
+    assert_int_equal(b.qs[1], 15 | (5 << 4));
+    assert_int_equal(b.qs[2], 15 | (8 << 4));
+    assert_int_equal(b.qs[3], 8 | (8 << 4));
+    assert_int_equal(b.qs[4], 9 | (8 << 4));
+    assert_int_equal(b.qs[5], 0 | (8 << 4));
+    /* positive extreme first: d = 8 / -8 = -1 (0xbc00): -8 -> 16 clamps to 15 */
+    memset(x, 0, sizeof x);
+    x[0] = 8.0f;
+    x[1] = -8.0f;
+    x[2] = 2.0f; /* -2 + 8.5 = 6.5 -> 6 */
+    assert_int_equal(st_quantize_row(ST_WT_Q4_0, x, 32, &b), ST_OK);
+    assert_int_equal(b.d, 0xbc00);
+    assert_int_equal(b.qs[0] & 15, 0);
+    assert_int_equal(b.qs[1] & 15, 15);
+    assert_int_equal(b.qs[2] & 15, 6);
+}
+
+static void test_types_and_args(void **state) {
+    (void)state;
+    assert_string_equal(st_wtype_name(ST_WT_Q4_0), "q4_0");
+    assert_null(st_wtype_name(ST_WT_COUNT_));
+    assert_int_equal(st_wtype_from_name("q8_0"), ST_WT_Q8_0);
+    assert_int_equal(st_wtype_from_name("q5_k"), -1);
+    assert_int_equal(st_wtype_row_bytes(ST_WT_Q8_0, 64), 68);
+    assert_int_equal(st_wtype_row_bytes(ST_WT_Q4_0, 64), 36);
+    assert_int_equal(st_wtype_row_bytes(ST_WT_Q4_0, 33), 0);
+    assert_int_equal(st_wtype_row_bytes(ST_WT_BF16, 3), 6);
+    float x[33] = {0};
+    uint8_t buf[64];
+    assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, 33, buf), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_quantize_row(ST_WT_COUNT_, x, 32, buf), ST_ERR_INVALID_ARG);
+    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 33};
+    assert_int_equal(st_wmatrix_get_row(&w, 0, x), ST_ERR_INVALID_ARG);
+    w.row_bytes = 34;
+    assert_int_equal(st_wmatrix_get_row(&w, 2, x), ST_ERR_BOUNDS);
+}
+
+/* ---- 2. round trips ------------------------------------------------------------- */
+
+static void test_round_trip_bounds(void **state) {
+    (void)state;
+    enum { N = 32 * 40 };
+    float x[N], y[N];
+    static uint8_t buf[N * 4];
+    for (int i = 0; i < N; i++) x[i] = frand() * (i < 32 ? 1e-3f : (float)(1 + i % 7));
+    for (int t = 0; t < ST_WT_COUNT_; t++) {
+        assert_int_equal(st_quantize_row((st_wtype)t, x, N, buf), ST_OK);
+        assert_int_equal(st_dequantize_row((st_wtype)t, buf, N, y), ST_OK);
+        for (int blk = 0; blk < N / 32; blk++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[blk * 32 + j]));
+            for (int j = 0; j < 32; j++) {
+                const int i = blk * 32 + j;
+                const float e = fabsf(x[i] - y[i]);
+                float bound;
+                switch (t) {
+                case ST_WT_F32: bound = 0; break;
+                case ST_WT_F16: bound = fabsf(x[i]) * 0x1p-11f + 6e-8f; break;
+                case ST_WT_BF16: bound = fabsf(x[i]) * 0x1p-8f; break;
+                /* the f16 scale rounds too: relative 2^-11, or 2^-25 absolute when subnormal */
+                case ST_WT_Q8_0: bound = amax / 127 * 0.5f + amax * 1e-3f + 127 * 0x1p-25f; break;
+                default: bound = amax / 8 + amax * 1e-3f + 8 * 0x1p-25f; break; /* clamp: one step */
+                }
+                if (e > bound)
+                    fail_msg("%s: x[%d] = %g -> %g (bound %g)", st_wtype_name((st_wtype)t), i,
+                             x[i], y[i], bound);
+            }
+        }
+    }
+}
+
+/* ---- 3. kernel levels ----------------------------------------------------------- */
+
+static int q_levels(const st_cpu_qkernels **out) {
+    st_hw_info info;
+    int n = 0;
+    if (st_hw_query(&info) != ST_OK) return 0;
+    const st_simd_level cand[] = {ST_SIMD_AVX2, ST_SIMD_AVX512};
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) {
+        const st_cpu_qkernels *k = st__cpu_qkernels(cand[i]);
+        if (k && st_hw_simd_supported(&info, cand[i])) out[n++] = k;
+    }
+    return n;
+}
+
+static void check_levels_once(const char *tag) {
+    const st_cpu_qkernels *S = st__cpu_qkernels(ST_SIMD_SCALAR), *lv[4];
+    const int nl = q_levels(lv);
+    enum { MAXB = 13 };
+    float x[MAXB * 32], w[MAXB * 32];
+    st_block_q8_0 wq8[MAXB], xq8[MAXB];
+    st_block_q4_0 wq4[MAXB];
+    uint16_t wh[MAXB * 32], wb[MAXB * 32];
+    for (int unit = 0; unit < 2; unit++) {
+        for (int nb = 1; nb <= MAXB; nb++) {
+            const int n = nb * 32;
+            for (int i = 0; i < n; i++) {
+                x[i] = frand() * (1 + i % 5);
+                w[i] = frand() * (1 + i % 3);
+            }
+            st_quantize_row(ST_WT_Q8_0, x, n, xq8);
+            st_quantize_row(ST_WT_Q8_0, w, n, wq8);
+            st_quantize_row(ST_WT_Q4_0, w, n, wq4);
+            st_quantize_row(ST_WT_F16, w, n, wh);
+            st_quantize_row(ST_WT_BF16, w, n, wb);
+            if (unit) { /* unit scales: every dot is an exact integer */
+                for (int b = 0; b < nb; b++) wq8[b].d = xq8[b].d = wq4[b].d = 0x3c00;
+            }
+            const float r8 = S->dot_q8_0_q8_0(n, wq8, xq8), r4 = S->dot_q4_0_q8_0(n, wq4, xq8);
+            const float rh = S->dot_f16_f32(n, wh, x), rb = S->dot_bf16_f32(n, wb, x);
+            if (unit) { /* the scalar spec itself against an independent integer sum */
+                long long i8 = 0, i4 = 0;
+                for (int i = 0; i < n; i++) {
+                    const int b = i / 32, j = i % 32;
+                    const int q4 = j < 16 ? (wq4[b].qs[j] & 15) - 8 : (wq4[b].qs[j - 16] >> 4) - 8;
+                    i8 += (long long)wq8[b].qs[j] * xq8[b].qs[j];
+                    i4 += (long long)q4 * xq8[b].qs[j];
+                }
+                assert_true(r8 == (float)i8);
+                assert_true(r4 == (float)i4);
+            }
+            double sabs = 0;
+            for (int i = 0; i < n; i++) sabs += fabs((double)w[i] * x[i]);
+            for (int l = 0; l < nl; l++) {
+                const float v8 = lv[l]->dot_q8_0_q8_0(n, wq8, xq8);
+                const float v4 = lv[l]->dot_q4_0_q8_0(n, wq4, xq8);
+                if (unit) {
+                    if (v8 != r8 || v4 != r4)
+                        fail_msg("%s %s nb %d: int dots %g %g, scalar %g %g", tag, lv[l]->name,
+                                 nb, v8, v4, r8, r4);
+                } else {
+                    const double tol = 1e-5 * sabs + 1e-6;
+                    if (fabs(v8 - r8) > tol || fabs(v4 - r4) > tol)
+                        fail_msg("%s %s nb %d: %g %g vs %g %g", tag, lv[l]->name, nb, v8, v4, r8, r4);
+                }
+                for (int m = n - 31; m <= n; m += 7) { /* 16-bit dots at any length */
+                    const float sh = S->dot_f16_f32(m, wh, x), sb = S->dot_bf16_f32(m, wb, x);
+                    const float vh = lv[l]->dot_f16_f32(m, wh, x), vb = lv[l]->dot_bf16_f32(m, wb, x);
+                    const double tol = 1e-5 * sabs + 1e-6;
+                    if (fabs(vh - sh) > tol || fabs(vb - sb) > tol)
+                        fail_msg("%s %s m %d: f16/bf16 %g %g vs %g %g", tag, lv[l]->name, m, vh, vb,
+                                 sh, sb);
+                }
+            }
+            (void)rh;
+            (void)rb;
+        }
+    }
+}
+
+static void test_kernel_levels(void **state) {
+    (void)state;
+    check_levels_once("auto");
+#if defined(__x86_64__)
+    if (st__cpu_qkernels_avx512_vnni()) {
+        print_message("avx512: checked with VNNI and without\n");
+        st__cpu_qkernels_avx512_vnni_override(0);
+        check_levels_once("no-vnni");
+        st__cpu_qkernels_avx512_vnni_override(-1);
+    }
+#endif
+}
+
+/* ---- 4. products ---------------------------------------------------------------- */
+
+static void check_matmul(st_ctx *ctx, const char *lvl, st_wtype t, int64_t rows, int64_t cols,
+                         int64_t n) {
+    const size_t rb = st_wtype_row_bytes(t, cols);
+    float *wf = malloc((size_t)(rows * cols) * 4), *wd = malloc((size_t)(rows * cols) * 4);
+    float *x = malloc((size_t)(n * cols) * 4), *y = malloc((size_t)(n * rows) * 4);
+    uint8_t *wq = malloc(rb * (size_t)rows);
+    for (int64_t i = 0; i < rows * cols; i++) wf[i] = frand();
+    for (int64_t i = 0; i < n * cols; i++) x[i] = frand() * 2;
+    for (int64_t r = 0; r < rows; r++) {
+        assert_int_equal(st_quantize_row(t, wf + r * cols, cols, wq + r * rb), ST_OK);
+        assert_int_equal(st_dequantize_row(t, wq + r * rb, cols, wd + r * cols), ST_OK);
+    }
+    for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
+    st_wmatrix w = {t, rows, cols, wq, rb};
+    assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+    const bool qx = t == ST_WT_Q8_0 || t == ST_WT_Q4_0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            double ref = 0, sabs = 0, xerr = 0;
+            for (int64_t k = 0; k < cols; k++) {
+                const double wk = wd[r * cols + k], xk = x[i * cols + k];
+                ref += wk * xk;
+                sabs += fabs(wk * xk);
+                if (qx) { /* x's q8_0 rounding: half a step of its block */
+                    float amax = 0;
+                    for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++)
+                        amax = fmaxf(amax, fabsf(x[i * cols + j]));
+                    xerr += fabs(wk) * (amax / 127.0 * 0.5 * 1.01);
+                }
+            }
+            const double got = y[i * rows + r], tol = xerr + 2e-5 * sabs + 1e-6;
+            if (!(fabs(got - ref) <= tol))
+                fail_msg("%s %s rows %lld cols %lld n %lld: y[%lld,%lld] = %g, ref %g (tol %g)", lvl,
+                         st_wtype_name(t), (long long)rows, (long long)cols, (long long)n,
+                         (long long)i, (long long)r, got, ref, tol);
+        }
+    free(wf);
+    free(wd);
+    free(x);
+    free(y);
+    free(wq);
+}
+
+static void test_matmul_levels(void **state) {
+    (void)state;
+    st_hw_info info;
+    assert_int_equal(st_hw_query(&info), ST_OK);
+    const int64_t ns[] = {1, 2, 7, 64};
+    const int64_t shapes[][2] = {{37, 64}, {129, 96}, {1, 32}, {200, 160}};
+    for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
+        if (!st_hw_simd_supported(&info, (st_simd_level)lvl)) continue;
+        st_ctx_params p = st_ctx_default_params();
+        p.cpu.simd_level = lvl;
+        p.cpu.n_threads = 2;
+        st_ctx *ctx = NULL;
+        assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+        const char *name = st_hw_simd_level_name((st_simd_level)lvl);
+        for (int t = 0; t < ST_WT_COUNT_; t++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
+                    check_matmul(ctx, name, (st_wtype)t, shapes[s][0], shapes[s][1], ns[in]);
+        st_ctx_free(ctx);
+    }
+}
+
+static void test_matmul_args(void **state) {
+    (void)state;
+    st_ctx *ctx = NULL;
+    st_ctx_params p = st_ctx_default_params();
+    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+    float x[32] = {0}, y[2];
+    uint8_t buf[68] = {0};
+    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 34};
+    assert_int_equal(st_wmatrix_matmul(ctx, &w, x, 1, y), ST_OK);
+    assert_true(y[0] == 0 && y[1] == 0);
+    assert_int_equal(st_wmatrix_matmul(ctx, &w, x, -1, y), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_matmul(NULL, &w, x, 1, y), ST_ERR_INVALID_ARG);
+    w.cols = 33;
+    assert_int_equal(st_wmatrix_matmul(ctx, &w, x, 1, y), ST_ERR_INVALID_ARG);
+    st_ctx_free(ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_q8_0_hand),        cmocka_unit_test(test_q4_0_hand),
+        cmocka_unit_test(test_types_and_args),   cmocka_unit_test(test_round_trip_bounds),
+        cmocka_unit_test(test_kernel_levels),    cmocka_unit_test(test_matmul_levels),
+        cmocka_unit_test(test_matmul_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
