@@ -1,0 +1,140 @@
+/*
+ * chat_template.c — chat messages to prompt text.
+ *
+ * Hugging Face ships chat templates as Jinja programs in
+ * tokenizer_config.json. Strata runs no Jinja interpreter: it recognizes the
+ * two template families the server supports by their markers (ChatML's
+ * "<|im_start|>", Llama-2's "[INST]") and renders them in C. A model with no
+ * template gets the family of its architecture (llama: Llama-2; gpt2:
+ * ChatML), which is what such models were most likely tuned on.
+ *
+ * ChatML:   <|im_start|>{role}\n{content}<|im_end|>\n ... <|im_start|>assistant\n
+ * Llama-2:  [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
+ * plain:    SYSTEM:\n{content}\n\nUSER:\n{content}\n\nASSISTANT:\n — a script's layout, for
+ *           character-level models (a Shakespeare model answers with a speech,
+ *           ended by the blank line that is its stop string)
+ *           (BOS comes from the tokenizer; contents are stripped of outer
+ *           whitespace as the reference template does)
+ */
+#include "serve/serve_impl.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+st__srv_template st__srv_template_detect(const char *text, bool llama) {
+    if (text && strstr(text, "<|im_start|>")) return ST_SRV_TEMPLATE_CHATML;
+    if (text && strstr(text, "[INST]")) return ST_SRV_TEMPLATE_LLAMA2;
+    return llama ? ST_SRV_TEMPLATE_LLAMA2 : ST_SRV_TEMPLATE_CHATML;
+}
+
+const char *st__srv_template_name(st__srv_template t) {
+    return t == ST_SRV_TEMPLATE_LLAMA2 ? "llama-2" : t == ST_SRV_TEMPLATE_PLAIN ? "plain" : "chatml";
+}
+
+const char *st__srv_template_stop(st__srv_template t) {
+    return t == ST_SRV_TEMPLATE_CHATML ? "<|im_end|>" : t == ST_SRV_TEMPLATE_PLAIN ? "\n\n" : NULL;
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool failed;
+} sbuf;
+
+static void add(sbuf *b, const char *s, size_t n) {
+    if (b->failed) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = st_realloc(b->p, cap);
+        if (!q) {
+            b->failed = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void adds(sbuf *b, const char *s) { add(b, s, strlen(s)); }
+
+/* s without leading and trailing whitespace. */
+static void add_stripped(sbuf *b, const char *s) {
+    size_t n = strlen(s), i = 0;
+    while (i < n && isspace((unsigned char)s[i])) i++;
+    while (n > i && isspace((unsigned char)s[n - 1])) n--;
+    add(b, s + i, n - i);
+}
+
+static bool is_system(const char *role) {
+    return strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
+}
+
+st_status st__srv_template_render(st__srv_template t, const st__srv_message *msgs, int n,
+                                  char **out) {
+    sbuf b = {0};
+    adds(&b, "");
+    if (t == ST_SRV_TEMPLATE_CHATML) {
+        for (int i = 0; i < n; i++) {
+            adds(&b, "<|im_start|>");
+            adds(&b, is_system(msgs[i].role) ? "system" : msgs[i].role);
+            adds(&b, "\n");
+            adds(&b, msgs[i].content);
+            adds(&b, "<|im_end|>\n");
+        }
+        adds(&b, "<|im_start|>assistant\n");
+    } else if (t == ST_SRV_TEMPLATE_PLAIN) {
+        for (int i = 0; i < n; i++) {
+            const char *r = is_system(msgs[i].role) ? "SYSTEM" : msgs[i].role;
+            for (const char *c = r; *c; c++) {
+                char u = (char)toupper((unsigned char)*c);
+                add(&b, &u, 1);
+            }
+            adds(&b, ":\n");
+            add_stripped(&b, msgs[i].content);
+            adds(&b, "\n\n");
+        }
+        adds(&b, "ASSISTANT:\n");
+    } else {
+        /* System messages fold into the next user turn, as in Llama-2's template. */
+        const char *sys = NULL;
+        bool first = true;
+        for (int i = 0; i < n; i++) {
+            const char *r = msgs[i].role;
+            if (is_system(r)) {
+                sys = msgs[i].content;
+            } else if (strcmp(r, "assistant") == 0) {
+                adds(&b, " ");
+                add_stripped(&b, msgs[i].content);
+                adds(&b, " </s>");
+            } else { /* user, tool */
+                adds(&b, first ? "[INST] " : "<s>[INST] ");
+                first = false;
+                if (sys) {
+                    adds(&b, "<<SYS>>\n");
+                    add_stripped(&b, sys);
+                    adds(&b, "\n<</SYS>>\n\n");
+                    sys = NULL;
+                }
+                add_stripped(&b, msgs[i].content);
+                adds(&b, " [/INST]");
+            }
+        }
+        if (sys) { /* a trailing system message with no user turn after it */
+            adds(&b, first ? "[INST] <<SYS>>\n" : "<s>[INST] <<SYS>>\n");
+            add_stripped(&b, sys);
+            adds(&b, "\n<</SYS>>\n\n [/INST]");
+        }
+    }
+    if (b.failed) {
+        st_free(b.p);
+        return ST_ERR_NOMEM;
+    }
+    *out = b.p;
+    return ST_OK;
+}
