@@ -26,14 +26,18 @@ build-asan: setup build-asan/CMakeCache.txt
 
 test-normal: build
 	cd build && ctest --output-on-failure -j $(JOBS)
+	tools/pg_test.sh build/tests/test_track
 
 # Leak checking is on by default in ASan on Linux; abort on the first report.
 test-asan: build-asan
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  tools/pg_test.sh build-asan/tests/test_track
 
 test: setup
 	tools/check_layers.sh
+	tools/npm_test_deps.sh
 	$(MAKE) test-normal
 	$(MAKE) test-asan
 	$(MAKE) fuzz
@@ -62,11 +66,22 @@ demo: build
 	build/examples/train_mlp
 	build/strata train --config shakespeare-char-baby --data data/tinyshakespeare.txt --out build/demo-model
 	build/strata sample --model build/demo-model -n 300 --prompt "ROMEO:"
+	tools/demo_serve.sh build/strata build/demo-model
 
 bench: build
+	tools/setup.sh --bench
+	cd bench/js && ([ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
 	build/strata bench ops
 	build/strata bench tokenizer
 	build/strata bench train
+	build/strata bench loader
+	build/strata bench parquet
+	build/strata bench decode
+	build/strata bench llamacpp
+	build/strata bench serve
+	build/strata bench hubpull
+	build/strata bench track
+	build/strata bench vec
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -10,6 +10,14 @@
 int bench_ops_main(int argc, char **argv);
 int bench_tokenizer_main(int argc, char **argv);
 int bench_train_main(int argc, char **argv);
+int bench_loader_main(int argc, char **argv);
+int bench_parquet_main(int argc, char **argv);
+int bench_serve_main(int argc, char **argv);
+int bench_hubpull_main(int argc, char **argv);
+int bench_track_main(int argc, char **argv);
+int bench_vec_main(int argc, char **argv);
+int bench_decode_main(int argc, char **argv);
+int bench_llamacpp_main(int argc, char **argv);
 
 /* Median of n doubles (sorts v in place). */
 double bench_median(double *v, int n);

@@ -17,6 +17,18 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+/* `strata data ingest` (cli/data_ingest.c); argv[0] is "ingest". cmd_data calls it. */
+int st_cli_data_ingest(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_hub(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_ui(int argc, char **argv);
+int cmd_vec(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);

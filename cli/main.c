@@ -24,6 +24,16 @@ static const subcommand k_subcommands[] = {
     {"tokenizer", cmd_tokenizer, "train a BPE or char tokenizer; writes tokenizer.json"},
     {"train", cmd_train, "train a gpt2 or llama model on a text file (--resume continues)"},
     {"sample", cmd_sample, "generate text from a model directory"},
+    {"data", cmd_data, "Parquet inspect/cat (JSON Lines); ingest datasets into token shards"},
+    {"generate", cmd_generate, "stream text from a model (KV cache; llama2.c .bin, model dirs)"},
+    {"eval", cmd_eval, "loss and perplexity of a model on a text file"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
+    {"convert", cmd_convert, "convert models: GGUF <-> model directories <- llama2.c"},
+    {"quantize", cmd_quantize, "quantize a model's weights to q8_0 or q4_0 (llama.cpp layouts)"},
+    {"runs", cmd_runs, "experiment tracking: list, show, compare, export, delete, import runs"},
+    {"ui", cmd_ui, "the tracking dashboard over HTTP (run table, metric charts, compare)"},
+    {"vec", cmd_vec, "vector index: build (HNSW or flat), search, info"},
+    {"hub", cmd_hub, "model registry: push, pull, list, show, log, diff, tag, rm, verify, gc, serve"},
 };
 #define N_SUB (sizeof k_subcommands / sizeof k_subcommands[0])
 

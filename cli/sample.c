@@ -17,10 +17,11 @@
 
 #include "cli.h"
 #include "strata/hub.h"
+#include "strata/registry.h"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: strata sample --model DIR [options]\n\n"
+            "usage: strata sample --model DIR|REF [options]\n\n"
             "Generates text from a model directory (as written by strata train),\n"
             "streaming it to stdout.\n\n"
             "options:\n"
@@ -113,7 +114,7 @@ int cmd_sample(int argc, char **argv) {
     st_tokenizer *tok = NULL;
     int32_t *ids = NULL, *prompt_ids = NULL;
     float *logits = NULL, *scratch = NULL;
-    char *out_text = NULL;
+    char *out_text = NULL, *model_path = NULL;
     size_t out_n = 0, out_cap = 0;
     int rc = 1;
     st_status s;
@@ -125,7 +126,8 @@ int cmd_sample(int argc, char **argv) {
     st_ctx_params cp = st_ctx_default_params();
     cp.cpu.n_threads = (int)threads;
     TRY(st_ctx_new(&cp, &ctx));
-    TRY(st_modeldir_load(ctx, model, &m, &tok));
+    TRY(st_registry_resolve(model, &model_path)); /* a path, or NAME[:tag|@rev] */
+    TRY(st_modeldir_load(ctx, model_path, &m, &tok));
     const st_model_config *mc = st_model_get_config(m);
     int V = mc->vocab_size, n_ctx = mc->n_ctx;
     size_t n_prompt = 0;
@@ -214,6 +216,7 @@ done:
     st_free(logits);
     st_free(scratch);
     st_free(out_text);
+    st_free(model_path);
     return rc;
 #undef TRY
 }

@@ -14,8 +14,13 @@
  * seed, step), `--resume` continues bit for bit.
  *
  * Memory: parameters, grads and AdamW moments are persistent tensors; each
- * step's activations and tape live in the context's arena, whose size after
- * the first step is the activation part of the printed memory budget.
+ * step's activations and tape live in the context's arena (backward gives
+ * gradient buffers and scratch back to it as it goes; strata/nn.h). The
+ * printed budget is parameters + grads + AdamW moments + the activations the
+ * tape keeps (st_autograd_saved_bytes, measured between the first step's
+ * forward and backward); at the end the measured peaks (RSS high-water from
+ * getrusage, the allocator's peak from st_alloc_get_stats) are printed
+ * beside it with their ratio.
  * Ownership: everything is created and freed in cmd_train. Threads: the
  * context's pool (--threads / STRATA_THREADS); this file is single-threaded.
  */
@@ -32,6 +37,8 @@
 #include "progress.h"
 #include "strata/data.h"
 #include "strata/hub.h"
+#include "strata/registry.h"
+#include "strata/track.h"
 #include "train_config.h"
 
 #define EVAL_SALT 0x4556414c5345454dULL /* "EVALSEEM" */
@@ -48,21 +55,33 @@ static void usage(FILE *f) {
             "options:\n"
             "  --config NAME|FILE  a built-in configuration or a JSON file of the same keys\n"
             "                      (docs/training.md):\n"
-            "                        shakespeare-char-baby   gpt2, 4 layers, 4 heads, 128 wide,\n"
+            "                        shakespeare-char-baby   gpt2 without biases (nanoGPT's\n"
+            "                          bias=False), 4 layers, 4 heads, 128 wide,\n"
             "                          block 64, batch 12, dropout 0, 2000 iters, AdamW lr 1e-3\n"
             "                          cosine to 1e-4 (warmup 100), beta2 0.99, wd 0.1, clip 1,\n"
             "                          eval every 250 over 20 batches (nanoGPT's CPU config)\n"
-            "                        shakespeare-char        gpt2, 6 layers, 6 heads, 384 wide,\n"
+            "                        shakespeare-char        gpt2 without biases, 6 layers,\n"
+            "                          6 heads, 384 wide,\n"
             "                          block 256, batch 64, dropout 0.2, 5000 iters, eval over\n"
             "                          200 batches (nanoGPT's train_shakespeare_char)\n"
             "                        shakespeare-char-llama-baby  the baby config as a llama\n"
             "                          (RMSNorm, RoPE, SwiGLU 344, untied head)\n"
             "  --data PATH         training text (UTF-8); a char tokenizer is built from it\n"
-            "                      unless the configuration names another tokenizer\n"
+            "                      unless the configuration names another tokenizer; or a\n"
+            "                      token-shard directory from `strata data ingest` (its\n"
+            "                      tokenizer.json is used; batches come from the loader)\n"
             "  --steps N           train until N steps in all (default: the config's max_iters)\n"
             "  --out DIR           output directory (default: out-<config>; --resume: DIR)\n"
             "  --seed S            seed of weights, batches and dropout (default 1337)\n"
-            "  --resume DIR        continue the run checkpointed in DIR, bit for bit\n"
+            "  --tracking URI      log the run into this tracking store (default:\n"
+            "                      $STRATA_TRACKING_URI, else $STRATA_HOME/tracking.db;\n"
+            "                      STRATA_TRACKING=off turns logging off; strata runs list)\n"
+            "  --experiment E      the run's experiment in the store (default \"default\")\n"
+            "  --resume DIR|REF    continue the run checkpointed in DIR, bit for bit; a registry\n"
+            "                      reference NAME[:tag|@rev] needs --out (snapshots are read-only)\n"
+            "  --register NAME     push the final model to the registry (strata hub) as NAME,\n"
+            "                      with a generated model card; --tag T also tags it\n"
+
             "  --eval-every N      evaluate and checkpoint every N steps (config: eval_interval)\n"
             "  --eval-iters N      batches per loss estimate (config: eval_iters)\n"
             "  --batch B           batch size (config: batch_size)\n"
@@ -71,12 +90,13 @@ static void usage(FILE *f) {
             "  --json              JSON lines on stdout (each evaluation, then a summary)\n"
             "  --help              this text\n\n"
             "The memory budget printed after the first step is parameters + grads + AdamW\n"
-            "moments + the activations the tape keeps (the arena's size after one step);\n"
-            "the peak RSS measured at the end is printed beside it.\n");
+            "moments + the activations the tape keeps (bytes of the step tensors recorded\n"
+            "nodes hold, measured after the first forward); at the end the peak RSS and\n"
+            "the allocator's peak are printed beside it, with the ratio peak RSS / budget.\n");
 }
 
 typedef struct train_args {
-    const char *config, *data, *out, *resume;
+    const char *config, *data, *out, *resume, *tracking, *experiment, *reg, *reg_tag;
     long steps, seed, eval_every, eval_iters, batch, threads;
     double lr;
     bool json;
@@ -107,10 +127,15 @@ typedef struct trainer {
     st_model *m;
     st_optim *o;
     st_tokenizer *tok;
-    st_textdata *data;
+    st_textdata *data;      /* --data FILE.txt */
+    st_loader *ld;          /* --data DIR (token shards): train batches, prefetched */
+    st_loader *ld_eval[2];  /* eval batches of each split (seed ^ EVAL_SALT, no prefetch) */
+    double data_wait_s;     /* time train_step waited on the loader since the last eval */
     st_lr_schedule sched;
     uint64_t seed;
     int32_t *batch, *xbuf, *ybuf;
+    size_t saved_bytes; /* activations the tape keeps (first step; 0 until then) */
+    int tape_nodes;
 } trainer;
 
 static st_status eval_split(trainer *t, st_split split, int64_t step, double *mean) {
@@ -123,9 +148,9 @@ static st_status eval_split(trainer *t, st_split split, int64_t step, double *me
         st_ctx_reset(t->ctx);
         st_tensor *x, *y, *loss;
         float v = 0.0f;
-        s = st_textdata_batch(t->data, split, t->seed ^ EVAL_SALT,
-                              (uint64_t)step * (uint64_t)t->cfg.eval_iters + (uint64_t)k, B, T,
-                              t->batch);
+        uint64_t index = (uint64_t)step * (uint64_t)t->cfg.eval_iters + (uint64_t)k;
+        s = t->ld ? st_loader_batch(t->ld_eval[split], index, t->batch)
+                  : st_textdata_batch(t->data, split, t->seed ^ EVAL_SALT, index, B, T, t->batch);
         if (s == ST_OK) s = make_xy(t->ctx, t->batch, B, T, t->xbuf, t->ybuf, &x, &y);
         if (s == ST_OK) s = st_model_loss(t->m, x, y, &loss, NULL);
         if (s == ST_OK) s = st_tensor_get_f32(loss, 0, &v);
@@ -141,11 +166,21 @@ static st_status train_step(trainer *t, int64_t step, float *loss_out) {
     int B = t->cfg.batch_size, T = t->cfg.block_size;
     st_ctx_reset(t->ctx);
     st_tensor *x, *y, *loss;
-    ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step, B, T, t->batch));
+    if (t->ld) { /* batch `step` of the loader: the same pure function of (seed, step) */
+        double w = 0.0;
+        ST_TRY(st_loader_next(t->ld, t->batch, &w));
+        t->data_wait_s += w;
+    } else {
+        ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step, B, T, t->batch));
+    }
     ST_TRY(make_xy(t->ctx, t->batch, B, T, t->xbuf, t->ybuf, &x, &y));
     st_model_set_training(t->m, true, mix64(t->seed ^ mix64((uint64_t)step + 1)));
     ST_TRY(st_model_loss(t->m, x, y, &loss, NULL));
     ST_TRY(st_tensor_get_f32(loss, 0, loss_out));
+    if (t->saved_bytes == 0) {
+        t->saved_bytes = st_autograd_saved_bytes(t->ctx);
+        t->tape_nodes = st_autograd_tape_size(t->ctx);
+    }
     ST_TRY(st_backward(t->ctx, loss));
     if (t->cfg.grad_clip > 0) ST_TRY(st_clip_grad_norm(t->m, (float)t->cfg.grad_clip, NULL));
     ST_TRY(st_optim_step(t->o, st_lr_at(&t->sched, step)));
@@ -219,6 +254,10 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(k, "--data")) a.data = v;
         else if (!strcmp(k, "--out")) a.out = v;
         else if (!strcmp(k, "--resume")) a.resume = v;
+        else if (!strcmp(k, "--tracking")) a.tracking = v;
+        else if (!strcmp(k, "--experiment")) a.experiment = v;
+        else if (!strcmp(k, "--register")) a.reg = v;
+        else if (!strcmp(k, "--tag")) a.reg_tag = v;
         else if (!strcmp(k, "--steps")) ok = cli_parse_long(v, &a.steps) && a.steps >= 0;
         else if (!strcmp(k, "--seed")) ok = cli_parse_long(v, &a.seed) && a.seed >= 0;
         else if (!strcmp(k, "--eval-every")) ok = cli_parse_long(v, &a.eval_every) && a.eval_every >= 1;
@@ -235,6 +274,20 @@ int cmd_train(int argc, char **argv) {
         return cli_usage_error("train", "--resume continues the run's own configuration: "
                                         "--config, --batch, --lr, --eval-every and --eval-iters "
                                         "cannot change it");
+    if (a.reg_tag && !a.reg) return cli_usage_error("train", "--tag needs --register NAME");
+    char *resume_path = NULL; /* a registry reference resolved to its snapshot */
+    if (a.resume) {
+        struct stat rst;
+        if (stat(a.resume, &rst) != 0) {
+            if (!a.out)
+                return cli_usage_error("train", "resuming from the registry reference '%s' needs "
+                                                "--out DIR (registry snapshots are read-only)",
+                                       a.resume);
+            st_status rs = st_registry_resolve(a.resume, &resume_path);
+            if (rs != ST_OK) return cli_fail("train", rs);
+            a.resume = resume_path;
+        }
+    }
     FILE *info = a.json ? stderr : stdout;
 
     trainer t;
@@ -246,8 +299,9 @@ int cmd_train(int argc, char **argv) {
     memset(&ts, 0, sizeof ts);
     char *text = NULL, *cfg_json = NULL, *out_dir = NULL, *metrics_path = NULL;
     size_t n_text = 0;
-    int rc = 1;
+    int rc = 1, sig = 0;
     st_status s = ST_OK;
+    st_train_log *tl = NULL; /* the run in the tracking store (NULL: not logging) */
 #define TRY(expr)                                                                                  \
     do {                                                                                           \
         s = (expr);                                                                                \
@@ -308,30 +362,57 @@ int cmd_train(int argc, char **argv) {
         sprintf(out_dir, "out-%.*s", (int)k, bn);
     }
 
-    /* 2. Data and tokenizer (the state records the data's absolute path). */
-    TRY(st_text_read_file(a.data, 0, &text, &n_text));
+    /* 2. Data and tokenizer (the state records the data's absolute path). A
+     * directory with a manifest.json is a token-shard dataset (strata data
+     * ingest): its tokenizer.json is the tokenizer, the loader gives batches. */
+    char man_path[4200];
+    struct stat man_sb;
+    snprintf(man_path, sizeof man_path, "%s/manifest.json", a.data);
+    bool shards = stat(man_path, &man_sb) == 0;
+    if (!shards) TRY(st_text_read_file(a.data, 0, &text, &n_text));
     char *abs_data = realpath(a.data, NULL);
     if (abs_data) {
         snprintf(data_path, sizeof data_path, "%s", abs_data);
         free(abs_data);
         a.data = data_path;
     }
-    if (a.resume && ts.data_bytes >= 0 && (int64_t)n_text != ts.data_bytes) {
+    if (a.resume && !shards && ts.data_bytes >= 0 && (int64_t)n_text != ts.data_bytes) {
         s = st__fail(ST_ERR_FORMAT, "%s: %zu bytes, but the run was trained on %lld bytes", a.data,
                      n_text, (long long)ts.data_bytes);
         goto fail;
     }
-    if (a.resume) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/tokenizer.json", a.resume);
+    if (a.resume || shards) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/tokenizer.json", a.resume ? a.resume : a.data);
         TRY(st_tokenizer_load(p, &t.tok));
     } else if (strcmp(t.cfg.tokenizer, "char") == 0) {
         TRY(st_tokenizer_char_from_corpus(text, n_text, &t.tok));
     } else {
         TRY(st_tokenizer_load(t.cfg.tokenizer, &t.tok));
     }
-    TRY(st_textdata_new(t.tok, text, n_text, t.cfg.train_frac, a.data, &t.data));
     int B = t.cfg.batch_size, T = t.cfg.block_size;
+    int64_t n_tok[2];
+    if (shards) {
+        st_loader_params lp = st_loader_default_params();
+        lp.batch_size = B;
+        lp.block_size = T;
+        lp.seed = t.seed;
+        TRY(st_loader_new(a.data, &lp, &t.ld));
+        lp.prefetch = 0;
+        lp.seed = t.seed ^ EVAL_SALT;
+        lp.check_tokens = false; /* the train loader checked the same shards */
+        TRY(st_loader_new(a.data, &lp, &t.ld_eval[ST_SPLIT_TRAIN]));
+        lp.split = ST_SPLIT_VAL;
+        lp.check_tokens = true;
+        TRY(st_loader_new(a.data, &lp, &t.ld_eval[ST_SPLIT_VAL]));
+        n_tok[0] = (int64_t)st_loader_n_tokens(t.ld);
+        n_tok[1] = (int64_t)st_loader_n_tokens(t.ld_eval[ST_SPLIT_VAL]);
+        n_text = (size_t)(n_tok[0] + n_tok[1]); /* recorded as data_bytes: tokens for shards */
+    } else {
+        TRY(st_textdata_new(t.tok, text, n_text, t.cfg.train_frac, a.data, &t.data));
+        n_tok[0] = st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN);
+        n_tok[1] = st_textdata_n_tokens(t.data, ST_SPLIT_VAL);
+    }
     t.batch = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)(T + 1));
     t.xbuf = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
     t.ybuf = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
@@ -388,6 +469,9 @@ int cmd_train(int argc, char **argv) {
     sprintf(metrics_path, "%s/metrics.jsonl", out_dir);
     if (a.resume) TRY(trim_metrics(metrics_path, start));
     else remove(metrics_path);
+    /* Every run is logged (a resumed one as a new run with the same seed);
+     * tracking failures are warnings, never a reason to stop training. */
+    st_train_log_begin(a.tracking, a.experiment, argc, argv, cfg_json, (int64_t)t.seed, &tl);
 
     const st_model_config *mc = st_model_get_config(t.m);
     int64_t n_params = st_model_n_params(t.m);
@@ -396,15 +480,25 @@ int cmd_train(int argc, char **argv) {
             "dropout %g\n",
             t.cfg.name, mc->arch == ST_ARCH_LLAMA ? "llama" : "gpt2", mc->n_layer, mc->n_head,
             mc->n_embd, T, B, (double)mc->dropout);
-    fprintf(info, "data %s: %zu bytes -> %lld tokens (vocab %d): %lld train, %lld val\n", a.data,
-            n_text, (long long)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
-                                st_textdata_n_tokens(t.data, ST_SPLIT_VAL)),
-            st_tokenizer_vocab_size(t.tok), (long long)st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN),
-            (long long)st_textdata_n_tokens(t.data, ST_SPLIT_VAL));
+    if (shards)
+        fprintf(info, "data %s: token shards, %lld tokens (vocab %d): %lld train, %lld val\n",
+                a.data, (long long)(n_tok[0] + n_tok[1]), st_tokenizer_vocab_size(t.tok),
+                (long long)n_tok[0], (long long)n_tok[1]);
+    else
+        fprintf(info, "data %s: %zu bytes -> %lld tokens (vocab %d): %lld train, %lld val\n",
+                a.data, n_text, (long long)(n_tok[0] + n_tok[1]), st_tokenizer_vocab_size(t.tok),
+                (long long)n_tok[0], (long long)n_tok[1]);
     fprintf(info, "model: %lld parameters (%.2f M); %d threads; steps %lld -> %lld; out %s\n",
             (long long)n_params, (double)n_params / 1e6, st_ctx_n_threads(t.ctx),
             (long long)start, (long long)max_steps, out_dir);
     fflush(info);
+
+    if (t.ld && start > 0) { /* batch i of the loader is batch i of the run: resume is exact */
+        st_loader_state lst;
+        st_loader_get_state(t.ld, &lst);
+        lst.next_batch = (uint64_t)start;
+        TRY(st_loader_set_state(t.ld, &lst));
+    }
 
     /* 5. The loop. */
     double budget = 0.0, t_run = st_time_s(), train_time = 0.0;
@@ -413,11 +507,13 @@ int cmd_train(int argc, char **argv) {
     cli_progress_init(&prog, start, max_steps, t.cfg.eval_interval > 5 ? t.cfg.eval_interval / 5 : 1,
                       true);
     char size_desc[512];
-    snprintf(size_desc, sizeof size_desc, "%s (%zu bytes, %lld tokens, %s tokenizer, 90/10 split)",
-             base_name(a.data), n_text,
-             (long long)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
-                         st_textdata_n_tokens(t.data, ST_SPLIT_VAL)),
-             st_tokenizer_get_kind(t.tok) == ST_TOK_CHAR ? "char-level" : "BPE");
+    if (shards)
+        snprintf(size_desc, sizeof size_desc, "%s (token shards, %lld train + %lld val tokens)",
+                 base_name(a.data), (long long)n_tok[0], (long long)n_tok[1]);
+    else
+        snprintf(size_desc, sizeof size_desc, "%s (%zu bytes, %lld tokens, %s tokenizer, 90/10 split)",
+                 base_name(a.data), n_text, (long long)(n_tok[0] + n_tok[1]),
+                 st_tokenizer_get_kind(t.tok) == ST_TOK_CHAR ? "char-level" : "BPE");
     char desc[512];
     snprintf(desc, sizeof desc, "Trained with `strata train --config %s` (seed %llu).",
              t.cfg.name, (unsigned long long)t.seed);
@@ -436,9 +532,13 @@ int cmd_train(int argc, char **argv) {
             char line[512];
             snprintf(line, sizeof line,
                      "{\"step\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g, \"lr\": %.9g, "
-                     "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}",
-                     (long long)step, last_train, last_val, (double)lr, tps, elapsed);
+                     "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f, \"data_wait_s\": %.6f, "
+                     "\"data_wait_share\": %.6f}",
+                     (long long)step, last_train, last_val, (double)lr, tps, elapsed,
+                     t.data_wait_s, train_time > 0 ? t.data_wait_s / train_time : 0.0);
+            t.data_wait_s = 0.0;
             TRY(append_line(metrics_path, line));
+            st_train_log_eval(tl, step, last_train, last_val, (double)lr, tps, elapsed);
             if (a.json) printf("%s\n", line);
             else
                 printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f tok/s, %.1f s\n",
@@ -461,20 +561,20 @@ int cmd_train(int argc, char **argv) {
             TRY(st_train_state_save(out_dir, t.o, &st2));
         }
         if (step >= max_steps) break;
+        if ((sig = st_train_log_signal(tl)) != 0) break; /* Ctrl-C / SIGTERM: stop cleanly */
         double t0 = st_time_s();
         float loss = 0.0f;
         TRY(train_step(&t, step, &loss));
+        st_train_log_step(tl, step, loss);
         if (budget == 0.0) {
-            double act = (double)st_arena_used_bytes(st_ctx_arena(t.ctx));
-            double p4 = 4.0 * (double)n_params;
-            double data_b = 4.0 * (double)(st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN) +
-                                           st_textdata_n_tokens(t.data, ST_SPLIT_VAL));
-            budget = p4 * 4.0 + act + data_b;
+            double act = (double)t.saved_bytes;
+            double p4 = 4.0 * (double)n_params; /* f32 */
+            budget = p4 * 4.0 + act;
             cli_progress_clear(&prog);
             fprintf(info,
                     "memory budget: params %.1f MB + grads %.1f MB + AdamW moments %.1f MB + "
-                    "activations %.1f MB (arena after one step) + tokens %.1f MB = %.1f MB\n",
-                    mb(p4), mb(p4), mb(2 * p4), mb(act), mb(data_b), mb(budget));
+                    "activations the tape keeps %.1f MB (%d nodes) = %.1f MB\n",
+                    mb(p4), mb(p4), mb(2 * p4), mb(act), t.tape_nodes, mb(budget));
             fflush(info);
         }
         double dt = st_time_s() - t0;
@@ -484,21 +584,57 @@ int cmd_train(int argc, char **argv) {
         cli_progress_update(&prog, step + 1, loss, (double)tokens_since / train_time);
     }
     cli_progress_clear(&prog);
+    if (sig) {
+        st_train_log_end(tl, ST_RUN_KILLED, NULL);
+        tl = NULL;
+        fprintf(stderr, "strata train: stopped by signal %d; the last checkpoint is in %s\n", sig, out_dir);
+        rc = 128 + sig;
+        goto done;
+    }
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss = (double)ru.ru_maxrss * 1024.0, wall = st_time_s() - t_run;
+    double heap = (double)st_alloc_get_stats().peak_bytes;
+    double step_peak = (double)st_arena_peak_bytes(st_ctx_arena(t.ctx));
+    double ratio = budget > 0 ? rss / budget : 0.0;
     if (a.json) {
         printf("{\"done\": true, \"steps\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g, "
                "\"wall_s\": %.3f, \"params\": %lld, \"budget_bytes\": %.0f, "
-               "\"peak_rss_bytes\": %.0f, \"out\": \"%s\"}\n",
-               (long long)max_steps, last_train, last_val, wall, (long long)n_params, budget, rss,
-               out_dir);
+               "\"activation_bytes\": %zu, \"peak_rss_bytes\": %.0f, \"alloc_peak_bytes\": %.0f, "
+               "\"arena_peak_bytes\": %.0f, \"rss_over_budget\": %.4f, \"out\": \"%s\"}\n",
+               (long long)max_steps, last_train, last_val, wall, (long long)n_params, budget,
+               t.saved_bytes, rss, heap, step_peak, ratio, out_dir);
     }
     fprintf(info,
-            "done: %lld steps, val loss %.4f, %.1f s this run; model in %s\n"
-            "peak RSS %.1f MB (memory budget %.1f MB)\n",
-            (long long)max_steps, last_val, wall, out_dir, mb(rss), mb(budget));
+            "done: %lld steps, val loss %.4f, %.1f s this run; model in %s\n",
+            (long long)max_steps, last_val, wall, out_dir);
+    if (budget > 0)
+        fprintf(info,
+                "memory: peak RSS %.1f MB, allocator peak %.1f MB (step arena %.1f MB) against the "
+                "budget of %.1f MB: %.2fx (RSS / budget)\n",
+                mb(rss), mb(heap), mb(step_peak), mb(budget), ratio);
+    if (a.reg) { /* the final checkpoint becomes a revision in the model registry */
+        st_model_card card = st_model_card_default();
+        card.training_data = size_desc;
+        card.description = desc;
+        card.step = max_steps;
+        card.tokens_seen = tokens_seen;
+        card.train_loss = last_train;
+        card.val_loss = last_val;
+        char rev[65], msg[256];
+        snprintf(msg, sizeof msg, "strata train: %lld steps, val loss %.4f", (long long)max_steps,
+                 last_val);
+        TRY(st_registry_push_dir(out_dir, a.reg, a.reg_tag, msg, &card, rev));
+        fprintf(info, "registered: %s@%.12s%s%s\n", a.reg, rev, a.reg_tag ? " tag " : "",
+                a.reg_tag ? a.reg_tag : "");
+    }
+    {
+        char model_file[4200];
+        snprintf(model_file, sizeof model_file, "%s/model.safetensors", out_dir);
+        st_train_log_end(tl, ST_RUN_FINISHED, model_file);
+        tl = NULL;
+    }
     rc = 0;
     goto done;
 fail:
@@ -506,10 +642,15 @@ fail:
     rc = cli_fail("train", s);
 fail_quiet:
 done:
+    st_train_log_end(tl, ST_RUN_FAILED, NULL); /* NULL after a finished or killed end */
+    st_free(resume_path);
     st_optim_free(t.o);
     st_model_free(t.m);
     st_ctx_free(t.ctx);
     st_textdata_free(t.data);
+    st_loader_free(t.ld);
+    st_loader_free(t.ld_eval[0]);
+    st_loader_free(t.ld_eval[1]);
     st_tokenizer_free(t.tok);
     st_free(t.batch);
     st_free(t.xbuf);

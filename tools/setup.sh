@@ -18,8 +18,16 @@ PKGS=(
   libssl-dev        # libcrypto: SHA-256 (hub blobs, ingest manifests)
   libsqlite3-dev    # tracking store, RAG chunks (FTS5)
   libpq-dev         # tracking on PostgreSQL
+  postgresql        # the throwaway server tools/pg_test.sh starts for the tracking tests
+  chromium          # headless screenshot of the tracking dashboard (tests/cli_ui.sh)
+  curl              # the demo's chat request; shell tests
   zlib1g-dev libzstd-dev libsnappy-dev liblz4-dev libbrotli-dev # Parquet codecs
 )
+# `tools/setup.sh --bench` (make bench): the peers the benchmarks measure
+# against. Not needed to build, demo or test.
+if [ "${1:-}" = "--bench" ]; then
+  PKGS+=(python3-torch python3-faiss python3-numpy)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,6 +35,11 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
+# node and npm run the real OpenAI/MCP clients the tests drive (tests/js).
+# Checked by command, not package: a machine may carry another build of
+# nodejs that bundles npm, which Debian's separate npm package conflicts with.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "setup: installing ${missing[*]}" >&2
