@@ -100,6 +100,26 @@ st_alloc_stats st_alloc_get_stats(void);
  * next one). A negative n disables injection (the default). Process-wide. */
 void st_alloc_fail_after(int64_t n);
 
+/* ---- growable strings -------------------------------------------------------
+ * A NUL-terminated string built by appends (pages, JSON-free text formats,
+ * Prometheus exposition, prompts). Zero-initialize to start; after a failed
+ * allocation every later append fails too, so one check at the end
+ * suffices. max_bytes (0: none) bounds the length: an append past it fails
+ * with ST_ERR_BOUNDS. p is st_malloc'd (st_free it, or st_strbuf_free). */
+typedef struct st_strbuf {
+    char *p;          /* NULL until the first append */
+    size_t len, cap;
+    size_t max_bytes;
+    bool failed;
+} st_strbuf;
+
+/* Errors: ST_ERR_NOMEM, ST_ERR_BOUNDS (past max_bytes). */
+st_status st_strbuf_put(st_strbuf *b, const void *s, size_t n);
+st_status st_strbuf_puts(st_strbuf *b, const char *s);
+st_status st_strbuf_printf(st_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Frees p and zeroes the struct (keeps nothing). */
+void st_strbuf_free(st_strbuf *b);
+
 /* ---- arena ---------------------------------------------------------------
  * An allocator for memory whose lifetime is one step (activations, views,
  * the autograd tape). Small allocations are a pointer bump; large ones

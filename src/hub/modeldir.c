@@ -54,42 +54,11 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
-/* ---- text builder ---------------------------------------------------------------- */
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->p && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)k + 1) * 2;
-        char *q = st_realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
+/* ---- model card text (an st_strbuf; its sticky failure is checked at the end) ---- */
+#define sb_printf (void)st_strbuf_printf
 
 /* A YAML double-quoted scalar. */
-static void sb_yaml_str(sbuf *b, const char *s) {
+static void sb_yaml_str(st_strbuf *b, const char *s) {
     sb_printf(b, "\"");
     for (; *s; s++) {
         if (*s == '"' || *s == '\\') sb_printf(b, "\\%c", *s);
@@ -116,7 +85,7 @@ static st_status write_card(const char *path, const char *dir, const st_model *m
     const char *arch = c->arch == ST_ARCH_LLAMA ? "llama" : "gpt2";
     char nbuf[256];
     const char *name = card->name ? card->name : base_name(dir, nbuf, sizeof nbuf);
-    sbuf b = {0};
+    st_strbuf b = {0};
     sb_printf(&b, "---\nlibrary_name: strata\npipeline_tag: text-generation\n");
     sb_printf(&b, "tags: [strata, %s, text-generation]\nmodel_type: %s\n", arch, arch);
     sb_printf(&b,
@@ -150,12 +119,12 @@ static st_status write_card(const char *path, const char *dir, const st_model *m
                   "Face tensor names), `tokenizer.json`, `generation_config.json`.\n\n"
                   "```\nstrata sample --model %s --prompt \"ROMEO:\" -n 200\n```\n",
               dir);
-    if (b.oom) {
-        st_free(b.p);
+    if (b.failed) {
+        st_strbuf_free(&b);
         return st__fail(ST_ERR_NOMEM, "%s: no memory for the model card", path);
     }
-    st_status s = st_file_write_atomic(path, b.p, b.n);
-    st_free(b.p);
+    st_status s = st_file_write_atomic(path, b.p, b.len);
+    st_strbuf_free(&b);
     return s;
 }
 

@@ -37,34 +37,13 @@ const char *st__srv_template_stop(st__srv_template t) {
     return t == ST_SRV_TEMPLATE_CHATML ? "<|im_end|>" : t == ST_SRV_TEMPLATE_PLAIN ? "\n\n" : NULL;
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} sbuf;
+/* The prompt is built in an st_strbuf; its sticky failure is checked once. */
+static void add(st_strbuf *b, const char *s, size_t n) { (void)st_strbuf_put(b, s, n); }
 
-static void add(sbuf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = st_realloc(b->p, cap);
-        if (!q) {
-            b->failed = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void adds(sbuf *b, const char *s) { add(b, s, strlen(s)); }
+static void adds(st_strbuf *b, const char *s) { add(b, s, strlen(s)); }
 
 /* s without leading and trailing whitespace. */
-static void add_stripped(sbuf *b, const char *s) {
+static void add_stripped(st_strbuf *b, const char *s) {
     size_t n = strlen(s), i = 0;
     while (i < n && isspace((unsigned char)s[i])) i++;
     while (n > i && isspace((unsigned char)s[n - 1])) n--;
@@ -77,7 +56,7 @@ static bool is_system(const char *role) {
 
 st_status st__srv_template_render(st__srv_template t, const st__srv_message *msgs, int n,
                                   char **out) {
-    sbuf b = {0};
+    st_strbuf b = {0};
     adds(&b, "");
     if (t == ST_SRV_TEMPLATE_CHATML) {
         for (int i = 0; i < n; i++) {
@@ -132,7 +111,7 @@ st_status st__srv_template_render(st__srv_template t, const st__srv_message *msg
         }
     }
     if (b.failed) {
-        st_free(b.p);
+        st_strbuf_free(&b);
         return ST_ERR_NOMEM;
     }
     *out = b.p;

@@ -74,42 +74,10 @@ void st__srv_metrics_observe(st__srv_metrics *m, st__srv_hist_id id, double seco
     pthread_mutex_unlock(&m->mu);
 }
 
-/* A growable text buffer for the exposition. */
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-    bool failed;
-} buf;
+/* The exposition is built in an st_strbuf; its sticky failure is checked once. */
+#define put (void)st_strbuf_printf
 
-static void put(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(buf *b, const char *fmt, ...) {
-    if (b->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->failed = true;
-            return;
-        }
-        if (b->p && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + (size_t)k + 1) cap *= 2;
-        char *q = st_realloc(b->p, cap);
-        if (!q) {
-            b->failed = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-}
-
-static void put_hist(buf *b, const char *name, const char *help, const st__srv_hist *h) {
+static void put_hist(st_strbuf *b, const char *name, const char *help, const st__srv_hist *h) {
     put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int i = 0; i < ST_SRV_N_BUCKETS; i++) {
@@ -121,7 +89,7 @@ static void put_hist(buf *b, const char *name, const char *help, const st__srv_h
     put(b, "%s_sum %.9g\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->count);
 }
 
-static void put_scalar(buf *b, const char *name, const char *type, const char *help, double v) {
+static void put_scalar(st_strbuf *b, const char *name, const char *type, const char *help, double v) {
     put(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
@@ -130,7 +98,7 @@ char *st__srv_metrics_render(st__srv_metrics *m) {
     pthread_mutex_lock(&m->mu);
     s = *m; /* a snapshot (the copied mutex is never used) */
     pthread_mutex_unlock(&m->mu);
-    buf b = {0};
+    st_strbuf b = {0};
     put(&b, "# HELP strata_requests_total HTTP requests answered, by status code.\n"
             "# TYPE strata_requests_total counter\n");
     for (int i = 0; i < ST_SRV_N_STATUS && s.status_counts[i]; i++)
@@ -164,7 +132,7 @@ char *st__srv_metrics_render(st__srv_metrics *m) {
     put_hist(&b, "strata_request_duration_seconds",
              "Time from a request's arrival to its last token.", &s.e2e);
     if (b.failed) {
-        st_free(b.p);
+        st_strbuf_free(&b);
         return NULL;
     }
     return b.p;

@@ -101,10 +101,10 @@ static const char *qget(const query *q, const char *k) {
 
 /* ---- page parts ------------------------------------------------------------------ */
 
-static st_status page_head(st__sb *b, const char *title) {
-    ST_TRY(st__sb_puts(b, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"));
+static st_status page_head(st_strbuf *b, const char *title) {
+    ST_TRY(st_strbuf_puts(b, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"));
     ST_TRY(st__sb_html(b, title));
-    return st__sb_puts(
+    return st_strbuf_puts(
         b, " — strata runs</title><style>"
            "body{font:14px/1.4 system-ui,sans-serif;margin:20px;color:#222}"
            "table{border-collapse:collapse;margin:8px 0}th,td{border-bottom:1px solid #ddd;padding:3px 8px;"
@@ -126,9 +126,9 @@ static void fmt_time(double t, char *buf, size_t n) {
     strftime(buf, n, "%Y-%m-%d %H:%M:%SZ", &tm);
 }
 
-static st_status num_cell(st__sb *b, double v) {
-    if (!isfinite(v)) return st__sb_puts(b, "<td class=\"num\">-</td>");
-    return st__sb_printf(b, "<td class=\"num\">%.6g</td>", v);
+static st_status num_cell(st_strbuf *b, double v) {
+    if (!isfinite(v)) return st_strbuf_puts(b, "<td class=\"num\">-</td>");
+    return st_strbuf_printf(b, "<td class=\"num\">%.6g</td>", v);
 }
 
 static const st_track_metric_summary *metric_of(const st_run_record *r, const char *key) {
@@ -165,52 +165,52 @@ static int key_union(st_run_record *const *runs, int n_runs, int which, const ch
 }
 
 /* A column header linking to the table sorted by key (toggling order). */
-static st_status sort_header(st__sb *b, const query *q, const char *key, const char *label) {
+static st_status sort_header(st_strbuf *b, const query *q, const char *key, const char *label) {
     const char *cur = qget(q, "sort");
     char next[300];
     bool asc_now = cur && !strcmp(cur, key);
     snprintf(next, sizeof next, "%s%s", asc_now ? "-" : "", key);
     bool desc_now = cur && cur[0] == '-' && !strcmp(cur + 1, key);
-    ST_TRY(st__sb_puts(b, "<th><a href=\"/?sort="));
+    ST_TRY(st_strbuf_puts(b, "<th><a href=\"/?sort="));
     ST_TRY(st__sb_url(b, next));
     const char *f = qget(q, "filter"), *e = qget(q, "experiment");
     if (f && *f) {
-        ST_TRY(st__sb_puts(b, "&amp;filter="));
+        ST_TRY(st_strbuf_puts(b, "&amp;filter="));
         ST_TRY(st__sb_url(b, f));
     }
     if (e && *e) {
-        ST_TRY(st__sb_puts(b, "&amp;experiment="));
+        ST_TRY(st_strbuf_puts(b, "&amp;experiment="));
         ST_TRY(st__sb_url(b, e));
     }
-    ST_TRY(st__sb_puts(b, "\">"));
+    ST_TRY(st_strbuf_puts(b, "\">"));
     ST_TRY(st__sb_html(b, label));
-    return st__sb_puts(b, asc_now ? " ▲</a></th>" : desc_now ? " ▼</a></th>" : "</a></th>");
+    return st_strbuf_puts(b, asc_now ? " ▲</a></th>" : desc_now ? " ▼</a></th>" : "</a></th>");
 }
 
-static st_status page_runs(st_track *t, const query *q, st__sb *b, int *http) {
+static st_status page_runs(st_track *t, const query *q, st_strbuf *b, int *http) {
     const char *filter = qget(q, "filter"), *sort = qget(q, "sort"), *exp = qget(q, "experiment");
     ST_TRY(page_head(b, "runs"));
-    ST_TRY(st__sb_puts(b, "<h1>Runs</h1><form method=\"get\" action=\"/\"><input name=\"filter\" value=\""));
+    ST_TRY(st_strbuf_puts(b, "<h1>Runs</h1><form method=\"get\" action=\"/\"><input name=\"filter\" value=\""));
     ST_TRY(st__sb_html(b, filter));
-    ST_TRY(st__sb_puts(b, "\" placeholder=\"metrics.val_loss &lt; 1.6 and params.n_layer = 4 and status = "
+    ST_TRY(st_strbuf_puts(b, "\" placeholder=\"metrics.val_loss &lt; 1.6 and params.n_layer = 4 and status = "
                           "'finished'\"> <input type=\"hidden\" name=\"sort\" value=\""));
     ST_TRY(st__sb_html(b, sort));
-    ST_TRY(st__sb_puts(b, "\"> <button>filter</button></form>"));
+    ST_TRY(st_strbuf_puts(b, "\"> <button>filter</button></form>"));
     st_run_query rq = {exp && *exp ? exp : NULL, filter, sort && *sort ? sort : NULL, DEFAULT_LIMIT};
     st_run_list *l = NULL;
     st_status s = st_track_list_runs(t, &rq, &l);
     if (s == ST_ERR_INVALID_ARG) { /* a bad filter or sort key: say why */
         *http = 400;
-        ST_TRY(st__sb_puts(b, "<p class=\"err\">"));
+        ST_TRY(st_strbuf_puts(b, "<p class=\"err\">"));
         ST_TRY(st__sb_html(b, st_last_error()));
-        return st__sb_puts(b, "</p></body></html>");
+        return st_strbuf_puts(b, "</p></body></html>");
     }
     ST_TRY(s);
     const char *mk[6], *pk[6];
     int nm = key_union(l->runs, l->n, 1, mk, 6), np = key_union(l->runs, l->n, 0, pk, 6);
-    s = st__sb_printf(b, "<p>%d run%s in <code>", l->n, l->n == 1 ? "" : "s");
+    s = st_strbuf_printf(b, "<p>%d run%s in <code>", l->n, l->n == 1 ? "" : "s");
     if (!s) s = st__sb_html(b, st_track_uri(t));
-    if (!s) s = st__sb_puts(b, "</code></p><form method=\"get\" action=\"/compare\"><table id=\"runs\"><tr><th></th>");
+    if (!s) s = st_strbuf_puts(b, "</code></p><form method=\"get\" action=\"/compare\"><table id=\"runs\"><tr><th></th>");
     if (!s) s = sort_header(b, q, "id", "id");
     if (!s) s = sort_header(b, q, "name", "name");
     if (!s) s = sort_header(b, q, "experiment", "experiment");
@@ -225,35 +225,35 @@ static st_status page_runs(st_track *t, const query *q, st__sb *b, int *http) {
         snprintf(key, sizeof key, "metrics.%s", mk[i]);
         s = sort_header(b, q, key, key);
     }
-    if (!s) s = st__sb_puts(b, "</tr>");
+    if (!s) s = st_strbuf_puts(b, "</tr>");
     for (int i = 0; i < l->n && !s; i++) {
         const st_run_record *r = l->runs[i];
         char ts[40];
         fmt_time(r->start_time, ts, sizeof ts);
-        st__sb_printf(b, "<tr><td><input type=\"checkbox\" name=\"id\" value=\"%s\"></td>"
+        st_strbuf_printf(b, "<tr><td><input type=\"checkbox\" name=\"id\" value=\"%s\"></td>"
                          "<td><a href=\"/run/%s\"><code>%.8s</code></a></td><td>", r->id, r->id, r->id);
         st__sb_html(b, r->name);
-        st__sb_puts(b, "</td><td>");
+        st_strbuf_puts(b, "</td><td>");
         st__sb_html(b, r->experiment);
-        st__sb_printf(b, "</td><td class=\"%s\">%s</td><td>%s</td>", st_run_status_name(r->status),
+        st_strbuf_printf(b, "</td><td class=\"%s\">%s</td><td>%s</td>", st_run_status_name(r->status),
                       st_run_status_name(r->status), ts);
         for (int k = 0; k < np; k++) {
-            st__sb_puts(b, "<td>");
+            st_strbuf_puts(b, "<td>");
             st__sb_html(b, kv_of(r->params, r->n_params, pk[k]));
-            st__sb_puts(b, "</td>");
+            st_strbuf_puts(b, "</td>");
         }
         for (int k = 0; k < nm; k++) {
             const st_track_metric_summary *m = metric_of(r, mk[k]);
             num_cell(b, m ? m->last : NAN);
         }
-        s = st__sb_puts(b, "</tr>");
+        s = st_strbuf_puts(b, "</tr>");
     }
-    if (!s) s = st__sb_puts(b, "</table><button>compare selected</button></form></body></html>");
+    if (!s) s = st_strbuf_puts(b, "</table><button>compare selected</button></form></body></html>");
     st_run_list_free(l);
     return s;
 }
 
-static st_status charts_for(st_track *t, st_run_record *const *runs, int n_runs, st__sb *b) {
+static st_status charts_for(st_track *t, st_run_record *const *runs, int n_runs, st_strbuf *b) {
     const char *all[64], *mk[64];
     int na = key_union(runs, n_runs, 1, all, 64), nm = 0;
     /* Losses first (what a reader looks for), then the rest by name. */
@@ -275,82 +275,82 @@ static st_status charts_for(st_track *t, st_run_record *const *runs, int n_runs,
         if (!s) s = st__svg_chart(b, mk[k], ser, ns);
         for (int i = 0; i < ns; i++) st_metric_series_free(h[i]);
     }
-    if (!s && nm == 0) s = st__sb_puts(b, "<p>(no metrics logged)</p>");
+    if (!s && nm == 0) s = st_strbuf_puts(b, "<p>(no metrics logged)</p>");
     return s;
 }
 
-static st_status page_run(st_track *t, const char *id, st__sb *b, int *http) {
+static st_status page_run(st_track *t, const char *id, st_strbuf *b, int *http) {
     st_run_record *r = NULL;
     st_status s = st_track_get_run(t, id, &r);
     if (s == ST_ERR_INVALID_ARG) {
         *http = 404;
         ST_TRY(page_head(b, "no such run"));
-        ST_TRY(st__sb_puts(b, "<p class=\"err\">"));
+        ST_TRY(st_strbuf_puts(b, "<p class=\"err\">"));
         ST_TRY(st__sb_html(b, st_last_error()));
-        return st__sb_puts(b, "</p></body></html>");
+        return st_strbuf_puts(b, "</p></body></html>");
     }
     ST_TRY(s);
     char ts[40], te[40];
     fmt_time(r->start_time, ts, sizeof ts);
     fmt_time(r->end_time, te, sizeof te);
     s = page_head(b, r->name);
-    st__sb_puts(b, "<h1>");
+    st_strbuf_puts(b, "<h1>");
     st__sb_html(b, r->name);
-    st__sb_printf(b, " <small class=\"%s\">%s</small></h1><table>", st_run_status_name(r->status),
+    st_strbuf_printf(b, " <small class=\"%s\">%s</small></h1><table>", st_run_status_name(r->status),
                   st_run_status_name(r->status));
     static const char *const labels[] = {"id", "experiment", "command", "git commit", "host", "parent"};
     const char *vals[] = {r->id, r->experiment, r->command, r->git_commit, r->host, r->parent_id};
     for (int i = 0; i < 6; i++) {
         if (!vals[i]) continue;
-        st__sb_printf(b, "<tr><th>%s</th><td><code>", labels[i]);
+        st_strbuf_printf(b, "<tr><th>%s</th><td><code>", labels[i]);
         st__sb_html(b, vals[i]);
-        st__sb_puts(b, "</code></td></tr>");
+        st_strbuf_puts(b, "</code></td></tr>");
     }
-    st__sb_printf(b, "<tr><th>started</th><td>%s</td></tr><tr><th>ended</th><td>%s</td></tr>", ts, te);
-    if (r->seed >= 0) st__sb_printf(b, "<tr><th>seed</th><td>%lld</td></tr>", (long long)r->seed);
-    st__sb_puts(b, "</table><h2>Metrics</h2>");
+    st_strbuf_printf(b, "<tr><th>started</th><td>%s</td></tr><tr><th>ended</th><td>%s</td></tr>", ts, te);
+    if (r->seed >= 0) st_strbuf_printf(b, "<tr><th>seed</th><td>%lld</td></tr>", (long long)r->seed);
+    st_strbuf_puts(b, "</table><h2>Metrics</h2>");
     if (!s) s = charts_for(t, &r, 1, b);
-    st__sb_puts(b, "<table><tr><th>metric</th><th>last</th><th>step</th><th>min</th><th>max</th><th>points</th></tr>");
+    st_strbuf_puts(b, "<table><tr><th>metric</th><th>last</th><th>step</th><th>min</th><th>max</th><th>points</th></tr>");
     for (int i = 0; i < r->n_metrics; i++) {
         const st_track_metric_summary *m = &r->metrics[i];
-        st__sb_puts(b, "<tr><td>");
+        st_strbuf_puts(b, "<tr><td>");
         st__sb_html(b, m->key);
-        st__sb_puts(b, "</td>");
+        st_strbuf_puts(b, "</td>");
         num_cell(b, m->last);
-        st__sb_printf(b, "<td class=\"num\">%lld</td>", (long long)m->last_step);
+        st_strbuf_printf(b, "<td class=\"num\">%lld</td>", (long long)m->last_step);
         num_cell(b, m->min);
         num_cell(b, m->max);
-        st__sb_printf(b, "<td class=\"num\">%lld</td></tr>", (long long)m->n_points);
+        st_strbuf_printf(b, "<td class=\"num\">%lld</td></tr>", (long long)m->n_points);
     }
-    st__sb_puts(b, "</table><h2>Parameters</h2><table>");
+    st_strbuf_puts(b, "</table><h2>Parameters</h2><table>");
     for (int i = 0; i < r->n_params; i++) {
-        st__sb_puts(b, "<tr><th>");
+        st_strbuf_puts(b, "<tr><th>");
         st__sb_html(b, r->params[i].key);
-        st__sb_puts(b, "</th><td>");
+        st_strbuf_puts(b, "</th><td>");
         st__sb_html(b, r->params[i].value);
-        st__sb_puts(b, "</td></tr>");
+        st_strbuf_puts(b, "</td></tr>");
     }
-    st__sb_puts(b, "</table><h2>Tags</h2><table>");
+    st_strbuf_puts(b, "</table><h2>Tags</h2><table>");
     for (int i = 0; i < r->n_tags; i++) {
-        st__sb_puts(b, "<tr><th>");
+        st_strbuf_puts(b, "<tr><th>");
         st__sb_html(b, r->tags[i].key);
-        st__sb_puts(b, "</th><td>");
+        st_strbuf_puts(b, "</th><td>");
         st__sb_html(b, r->tags[i].value);
-        st__sb_puts(b, "</td></tr>");
+        st_strbuf_puts(b, "</td></tr>");
     }
-    st__sb_puts(b, "</table><h2>Artifacts</h2><table>");
+    st_strbuf_puts(b, "</table><h2>Artifacts</h2><table>");
     for (int i = 0; i < r->n_artifacts; i++) {
-        st__sb_puts(b, "<tr><th>");
+        st_strbuf_puts(b, "<tr><th>");
         st__sb_html(b, r->artifacts[i].name);
-        st__sb_printf(b, "</th><td><code>sha256:%s</code></td><td class=\"num\">%lld bytes</td></tr>",
+        st_strbuf_printf(b, "</th><td><code>sha256:%s</code></td><td class=\"num\">%lld bytes</td></tr>",
                       r->artifacts[i].sha256, (long long)r->artifacts[i].bytes);
     }
-    if (!s) s = st__sb_puts(b, "</table></body></html>");
+    if (!s) s = st_strbuf_puts(b, "</table></body></html>");
     st_run_record_free(r);
     return s;
 }
 
-static st_status page_compare(st_track *t, const query *q, st__sb *b, int *http) {
+static st_status page_compare(st_track *t, const query *q, st_strbuf *b, int *http) {
     char *ids[MAX_COMPARE];
     int n = 0;
     for (int i = 0; i < q->n; i++) {
@@ -364,7 +364,7 @@ static st_status page_compare(st_track *t, const query *q, st__sb *b, int *http)
     ST_TRY(page_head(b, "compare"));
     if (n < 1) {
         *http = 400;
-        return st__sb_puts(b, "<p class=\"err\">compare: pick runs (?ids=A,B)</p></body></html>");
+        return st_strbuf_puts(b, "<p class=\"err\">compare: pick runs (?ids=A,B)</p></body></html>");
     }
     st_run_record *runs[MAX_COMPARE];
     int nr = 0;
@@ -375,17 +375,17 @@ static st_status page_compare(st_track *t, const query *q, st__sb *b, int *http)
     }
     if (s == ST_ERR_INVALID_ARG) {
         *http = 404;
-        st__sb_puts(b, "<p class=\"err\">");
+        st_strbuf_puts(b, "<p class=\"err\">");
         st__sb_html(b, st_last_error());
-        s = st__sb_puts(b, "</p></body></html>");
+        s = st_strbuf_puts(b, "</p></body></html>");
     } else if (!s) {
-        st__sb_printf(b, "<h1>Comparing %d runs</h1><table><tr><th></th>", nr);
+        st_strbuf_printf(b, "<h1>Comparing %d runs</h1><table><tr><th></th>", nr);
         for (int i = 0; i < nr; i++) {
-            st__sb_printf(b, "<th><a href=\"/run/%s\">", runs[i]->id);
+            st_strbuf_printf(b, "<th><a href=\"/run/%s\">", runs[i]->id);
             st__sb_html(b, runs[i]->name);
-            st__sb_puts(b, "</a></th>");
+            st_strbuf_puts(b, "</a></th>");
         }
-        st__sb_puts(b, "</tr>");
+        st_strbuf_puts(b, "</tr>");
         const char *pk[128];
         int np = key_union(runs, nr, 0, pk, 128);
         for (int k = 0; k < np; k++) {
@@ -395,31 +395,31 @@ static st_status page_compare(st_track *t, const query *q, st__sb *b, int *http)
                 const char *v = kv_of(runs[i]->params, runs[i]->n_params, pk[k]);
                 diff |= (!v0 != !v) || (v && v0 && strcmp(v, v0));
             }
-            st__sb_printf(b, "<tr%s><th>params.", diff ? " class=\"diff\"" : "");
+            st_strbuf_printf(b, "<tr%s><th>params.", diff ? " class=\"diff\"" : "");
             st__sb_html(b, pk[k]);
-            st__sb_puts(b, "</th>");
+            st_strbuf_puts(b, "</th>");
             for (int i = 0; i < nr; i++) {
-                st__sb_puts(b, "<td>");
+                st_strbuf_puts(b, "<td>");
                 st__sb_html(b, kv_of(runs[i]->params, runs[i]->n_params, pk[k]));
-                st__sb_puts(b, "</td>");
+                st_strbuf_puts(b, "</td>");
             }
-            st__sb_puts(b, "</tr>");
+            st_strbuf_puts(b, "</tr>");
         }
         const char *mk[128];
         int nm = key_union(runs, nr, 1, mk, 128);
         for (int k = 0; k < nm; k++) {
-            st__sb_puts(b, "<tr><th>metrics.");
+            st_strbuf_puts(b, "<tr><th>metrics.");
             st__sb_html(b, mk[k]);
-            st__sb_puts(b, "</th>");
+            st_strbuf_puts(b, "</th>");
             for (int i = 0; i < nr; i++) {
                 const st_track_metric_summary *m = metric_of(runs[i], mk[k]);
                 num_cell(b, m ? m->last : NAN);
             }
-            st__sb_puts(b, "</tr>");
+            st_strbuf_puts(b, "</tr>");
         }
-        st__sb_puts(b, "</table>");
+        st_strbuf_puts(b, "</table>");
         s = charts_for(t, runs, nr, b);
-        if (!s) s = st__sb_puts(b, "</body></html>");
+        if (!s) s = st_strbuf_puts(b, "</body></html>");
     }
     for (int i = 0; i < nr; i++) st_run_record_free(runs[i]);
     return s;
@@ -427,8 +427,8 @@ static st_status page_compare(st_track *t, const query *q, st__sb *b, int *http)
 
 /* ---- JSON API --------------------------------------------------------------------- */
 
-static st_status take_json(char *j, st__sb *b) {
-    st_status s = st__sb_puts(b, j);
+static st_status take_json(char *j, st_strbuf *b) {
+    st_status s = st_strbuf_puts(b, j);
     st_free(j);
     return s;
 }
@@ -446,7 +446,7 @@ static json_t *series_json(const st_metric_series *h) {
     return o;
 }
 
-static st_status api(st_track *t, const char *rest, const query *q, st__sb *b, int *http) {
+static st_status api(st_track *t, const char *rest, const query *q, st_strbuf *b, int *http) {
     if (!*rest) { /* /api/runs */
         const char *lim = qget(q, "limit");
         st_run_query rq = {qget(q, "experiment"), qget(q, "filter"), qget(q, "sort"), lim ? atoll(lim) : 0};
@@ -459,7 +459,7 @@ static st_status api(st_track *t, const char *rest, const query *q, st__sb *b, i
             json_t *e = json_pack("{s:s}", "error", st_last_error());
             char *j = json_dumps(e, JSON_ENSURE_ASCII);
             json_decref(e);
-            s = st__sb_puts(b, j ? j : "{}");
+            s = st_strbuf_puts(b, j ? j : "{}");
             free(j);
             return s;
         }
@@ -472,7 +472,7 @@ static st_status api(st_track *t, const char *rest, const query *q, st__sb *b, i
     }
     if (*rest != '/') {
         *http = 404;
-        return st__sb_puts(b, "{\"error\": \"not found\"}");
+        return st_strbuf_puts(b, "{\"error\": \"not found\"}");
     }
     rest++;
     char id[40];
@@ -487,7 +487,7 @@ static st_status api(st_track *t, const char *rest, const query *q, st__sb *b, i
         json_t *e = json_pack("{s:s}", "error", s ? st_last_error() : "not found");
         char *j = json_dumps(e, JSON_ENSURE_ASCII);
         json_decref(e);
-        s = st__sb_puts(b, j ? j : "{}");
+        s = st_strbuf_puts(b, j ? j : "{}");
         free(j);
         return s;
     }
@@ -511,12 +511,12 @@ static st_status api(st_track *t, const char *rest, const query *q, st__sb *b, i
     char *j = s ? NULL : json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
     if (!s && !j) s = st__fail(ST_ERR_NOMEM, "dashboard: no memory");
-    if (!s) s = st__sb_puts(b, j);
+    if (!s) s = st_strbuf_puts(b, j);
     free(j);
     return s;
 }
 
-static st_status route(st_track *t, const char *path, query *q, int *http, st__sb *b, const char **ctype) {
+static st_status route(st_track *t, const char *path, query *q, int *http, st_strbuf *b, const char **ctype) {
     *http = 200;
     *ctype = "text/html; charset=utf-8";
     if (!strcmp(path, "/") || !strcmp(path, "/runs")) return page_runs(t, q, b, http);
@@ -528,7 +528,7 @@ static st_status route(st_track *t, const char *path, query *q, int *http, st__s
     }
     *http = 404;
     *ctype = "text/plain; charset=utf-8";
-    return st__sb_puts(b, "not found\n");
+    return st_strbuf_puts(b, "not found\n");
 }
 
 st_status st_track_ui_render(st_track *t, const char *path, const char *raw_query, int *http, char **body,
@@ -537,7 +537,7 @@ st_status st_track_ui_render(st_track *t, const char *path, const char *raw_quer
         return st__fail(ST_ERR_INVALID_ARG, "st_track_ui_render: NULL argument");
     *body = NULL;
     query q = {0};
-    st__sb b = {0};
+    st_strbuf b = {0};
     st_status s = query_parse(&q, raw_query);
     if (!s) s = route(t, path, &q, http, &b, ctype);
     if (!s && b.failed) s = st__fail(ST_ERR_NOMEM, "dashboard: no memory for the page");
@@ -546,7 +546,7 @@ st_status st_track_ui_render(st_track *t, const char *path, const char *raw_quer
         st_free(b.p);
         return s;
     }
-    if (!b.p) st__sb_puts(&b, "");
+    if (!b.p) st_strbuf_puts(&b, "");
     *body = b.p;
     *n_body = b.len;
     return b.p ? ST_OK : st__fail(ST_ERR_NOMEM, "dashboard: no memory");
@@ -599,7 +599,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect, &q);
     int http = 200;
     const char *ctype = "text/html";
-    st__sb b = {0};
+    st_strbuf b = {0};
     st_status s = route(ui->t, url, &q, &http, &b, &ctype);
     query_free(&q);
     enum MHD_Result ok;

@@ -1,6 +1,6 @@
 /*
- * ui_svg.c — line charts as inline SVG for the dashboard, and the small
- * growable string (with HTML escaping) the pages are written into.
+ * ui_svg.c — line charts as inline SVG for the dashboard, and the HTML and
+ * URL escaping of what the pages (st_strbuf) are written with.
  *
  * A chart is one <svg> with a plot frame, "nice" ticks (1, 2, 5 x 10^k)
  * on both axes with grid lines and labels, one <polyline> per series
@@ -15,46 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-st_status st__sb_put(st__sb *b, const char *s, size_t n) {
-    if (b->failed) return ST_ERR_NOMEM;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 4096;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *p = st_realloc(b->p, nc);
-        if (!p) {
-            b->failed = true;
-            return st__fail(ST_ERR_NOMEM, "dashboard: no memory for the page");
-        }
-        b->p = p;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return ST_OK;
-}
-
-st_status st__sb_puts(st__sb *b, const char *s) { return st__sb_put(b, s, strlen(s)); }
-
-st_status st__sb_printf(st__sb *b, const char *fmt, ...) {
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) return st__fail(ST_ERR_INTERNAL, "dashboard: format failed");
-    if ((size_t)n < sizeof small) return st__sb_put(b, small, (size_t)n);
-    char *big = st_malloc((size_t)n + 1);
-    if (!big) return st__fail(ST_ERR_NOMEM, "dashboard: no memory");
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    st_status s = st__sb_put(b, big, (size_t)n);
-    st_free(big);
-    return s;
-}
-
-st_status st__sb_html(st__sb *b, const char *s) {
+st_status st__sb_html(st_strbuf *b, const char *s) {
     if (!s) return ST_OK;
     const char *run = s;
     for (; *s; s++) {
@@ -67,22 +28,22 @@ st_status st__sb_html(st__sb *b, const char *s) {
         case '\'': rep = "&#39;"; break;
         default: continue;
         }
-        ST_TRY(st__sb_put(b, run, (size_t)(s - run)));
-        ST_TRY(st__sb_puts(b, rep));
+        ST_TRY(st_strbuf_put(b, run, (size_t)(s - run)));
+        ST_TRY(st_strbuf_puts(b, rep));
         run = s + 1;
     }
-    return st__sb_put(b, run, (size_t)(s - run));
+    return st_strbuf_put(b, run, (size_t)(s - run));
 }
 
-st_status st__sb_url(st__sb *b, const char *s) {
+st_status st__sb_url(st_strbuf *b, const char *s) {
     static const char hex[] = "0123456789ABCDEF";
     for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-_.~", c)) {
-            ST_TRY(st__sb_put(b, (const char *)&c, 1));
+            ST_TRY(st_strbuf_put(b, (const char *)&c, 1));
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            ST_TRY(st__sb_put(b, e, 3));
+            ST_TRY(st_strbuf_put(b, e, 3));
         }
     }
     return ST_OK;
@@ -111,7 +72,7 @@ static void fmt_tick(double v, double step, char *buf, size_t n) {
     }
 }
 
-st_status st__svg_chart(st__sb *b, const char *title, const st__series *ser, int n_ser) {
+st_status st__svg_chart(st_strbuf *b, const char *title, const st__series *ser, int n_ser) {
     enum { W = 720, H = 320, L = 64, R = 16, T = 34, B = 44 };
     const double pw = W - L - R, ph = H - T - B;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -123,17 +84,17 @@ st_status st__svg_chart(st__sb *b, const char *title, const st__series *ser, int
             y0 = fmin(y0, ser[s].y[i]);
             y1 = fmax(y1, ser[s].y[i]);
         }
-    ST_TRY(st__sb_printf(b,
+    ST_TRY(st_strbuf_printf(b,
                          "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                          "viewBox=\"0 0 %d %d\" role=\"img\" data-metric=\"",
                          W, H, W, H));
     ST_TRY(st__sb_html(b, title));
-    ST_TRY(st__sb_printf(b, "\"><rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fff\"/>", W, H));
-    ST_TRY(st__sb_printf(b, "<text x=\"%d\" y=\"20\" font-size=\"14\" font-weight=\"bold\">", L));
+    ST_TRY(st_strbuf_printf(b, "\"><rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fff\"/>", W, H));
+    ST_TRY(st_strbuf_printf(b, "<text x=\"%d\" y=\"20\" font-size=\"14\" font-weight=\"bold\">", L));
     ST_TRY(st__sb_html(b, title));
-    ST_TRY(st__sb_puts(b, "</text>"));
+    ST_TRY(st_strbuf_puts(b, "</text>"));
     if (!isfinite(x0)) {
-        ST_TRY(st__sb_printf(b, "<text x=\"%d\" y=\"%d\" fill=\"#888\">no finite values</text></svg>", L + 10,
+        ST_TRY(st_strbuf_printf(b, "<text x=\"%d\" y=\"%d\" fill=\"#888\">no finite values</text></svg>", L + 10,
                              T + 40));
         return ST_OK;
     }
@@ -148,12 +109,12 @@ st_status st__svg_chart(st__sb *b, const char *title, const st__series *ser, int
 #define PX(v) (L + ((double)(v)-x0) / (x1 - x0) * pw)
 #define PY(v) (T + ph - ((v)-y0) / (y1 - y0) * ph)
     /* Grid, ticks and labels. */
-    ST_TRY(st__sb_puts(b, "<g class=\"axes\" font-size=\"11\" fill=\"#333\">"));
+    ST_TRY(st_strbuf_puts(b, "<g class=\"axes\" font-size=\"11\" fill=\"#333\">"));
     double ys = nice_step(y1 - y0, 5);
     for (double v = ceil(y0 / ys) * ys; v <= y1 + ys * 1e-9; v += ys) {
         char lab[32];
         fmt_tick(v, ys, lab, sizeof lab);
-        ST_TRY(st__sb_printf(b,
+        ST_TRY(st_strbuf_printf(b,
                              "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>"
                              "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#333\"/>"
                              "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>",
@@ -164,14 +125,14 @@ st_status st__svg_chart(st__sb *b, const char *title, const st__series *ser, int
     for (double v = ceil(x0 / xs) * xs; v <= x1 + xs * 1e-9; v += xs) {
         char lab[32];
         fmt_tick(v, xs, lab, sizeof lab);
-        ST_TRY(st__sb_printf(b,
+        ST_TRY(st_strbuf_printf(b,
                              "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eeeeee\"/>"
                              "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#333\"/>"
                              "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>",
                              PX(v), T, PX(v), T + (int)ph, PX(v), T + (int)ph, PX(v), T + (int)ph + 5, PX(v),
                              T + (int)ph + 18, lab));
     }
-    ST_TRY(st__sb_printf(b,
+    ST_TRY(st_strbuf_printf(b,
                          "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#333\"/>"
                          "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">step</text></g>",
                          L, T, pw, ph, L + pw / 2, H - 6));
@@ -180,33 +141,33 @@ st_status st__svg_chart(st__sb *b, const char *title, const st__series *ser, int
         const char *col = k_colors[s % 10];
         int64_t np = 0;
         for (int64_t i = 0; i < ser[s].n; i++) np += isfinite(ser[s].y[i]);
-        ST_TRY(st__sb_puts(b, "<polyline fill=\"none\" stroke-width=\"2\" data-series=\""));
+        ST_TRY(st_strbuf_puts(b, "<polyline fill=\"none\" stroke-width=\"2\" data-series=\""));
         ST_TRY(st__sb_html(b, ser[s].label));
-        ST_TRY(st__sb_printf(b, "\" data-points=\"%lld\" stroke=\"%s\" points=\"", (long long)np, col));
+        ST_TRY(st_strbuf_printf(b, "\" data-points=\"%lld\" stroke=\"%s\" points=\"", (long long)np, col));
         bool first = true;
         for (int64_t i = 0; i < ser[s].n; i++) {
             if (!isfinite(ser[s].y[i])) continue;
-            ST_TRY(st__sb_printf(b, "%s%.1f,%.1f", first ? "" : " ", PX(ser[s].x[i]), PY(ser[s].y[i])));
+            ST_TRY(st_strbuf_printf(b, "%s%.1f,%.1f", first ? "" : " ", PX(ser[s].x[i]), PY(ser[s].y[i])));
             first = false;
         }
-        ST_TRY(st__sb_puts(b, "\"/>"));
+        ST_TRY(st_strbuf_puts(b, "\"/>"));
         if (np <= 60)
             for (int64_t i = 0; i < ser[s].n; i++)
                 if (isfinite(ser[s].y[i]))
-                    ST_TRY(st__sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>",
+                    ST_TRY(st_strbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>",
                                          PX(ser[s].x[i]), PY(ser[s].y[i]), col));
     }
     /* Legend, top right inside the frame. */
     for (int s = 0; s < n_ser; s++) {
         double ly = T + 14 + 16 * s;
-        ST_TRY(st__sb_printf(b,
+        ST_TRY(st_strbuf_printf(b,
                              "<g class=\"legend\"><rect x=\"%d\" y=\"%.1f\" width=\"14\" height=\"3\" fill=\"%s\"/>"
                              "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">",
                              W - R - 20, ly - 4, k_colors[s % 10], W - R - 26, ly));
         ST_TRY(st__sb_html(b, ser[s].label));
-        ST_TRY(st__sb_puts(b, "</text></g>"));
+        ST_TRY(st_strbuf_puts(b, "</text></g>"));
     }
 #undef PX
 #undef PY
-    return st__sb_puts(b, "</svg>");
+    return st_strbuf_puts(b, "</svg>");
 }
