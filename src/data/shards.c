@@ -482,7 +482,7 @@ st_status st_manifest_read(const char *path, st_manifest **out) {
         snprintf(file, pl + 32, "%s/manifest.json", path);
     char *buf = NULL;
     size_t n = 0;
-    st_status s = st__read_file(file, (size_t)1 << 30, &buf, &n);
+    st_status s = st_text_read_file(file, (size_t)1 << 30, &buf, &n);
     if (s == ST_OK) s = st_manifest_read_mem(buf, n, file, out);
     st_free(buf);
     st_free(file);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer_impl.h"
+#include "strata/data.h"
 
 #define TOK_MAX_FILE_BYTES ((size_t)1 << 30)
 
@@ -119,44 +120,6 @@ const char *st_tokenizer_piece(const st_tokenizer *t, int32_t id, size_t *n_byte
 }
 
 /* ---- files ------------------------------------------------------------------------- */
-st_status st__read_file(const char *path, size_t max_bytes, char **buf, size_t *n) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return st__fail(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return st__fail(ST_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > max_bytes) {
-        close(fd);
-        return st__fail(ST_ERR_FORMAT, "%s: %lld bytes is more than the limit of %zu", path,
-                        (long long)st.st_size, max_bytes);
-    }
-    size_t size = (size_t)st.st_size;
-    char *b = st_malloc(size + 1);
-    if (!b) {
-        close(fd);
-        return st__fail(ST_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, b + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = errno;
-            close(fd);
-            st_free(b);
-            return st__fail(ST_ERR_IO, "%s: read failed at byte %zu: %s", path, got,
-                            r < 0 ? strerror(e) : "unexpected end of file");
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    b[size] = '\0';
-    *buf = b;
-    *n = size;
-    return ST_OK;
-}
 
 st_status st__write_file_atomic(const char *path, const char *buf, size_t n) {
     size_t plen = strlen(path);
@@ -412,8 +375,8 @@ static st_status load_gpt2_dir(const char *dir, st_tokenizer **out) {
     snprintf(bpe_path, sizeof bpe_path, "%s/vocab.bpe", dir);
     char *enc = NULL, *bpe = NULL;
     size_t enc_n = 0, bpe_n = 0;
-    st_status s = st__read_file(enc_path, TOK_MAX_FILE_BYTES, &enc, &enc_n);
-    if (s == ST_OK) s = st__read_file(bpe_path, TOK_MAX_FILE_BYTES, &bpe, &bpe_n);
+    st_status s = st_text_read_file(enc_path, TOK_MAX_FILE_BYTES, &enc, &enc_n);
+    if (s == ST_OK) s = st_text_read_file(bpe_path, TOK_MAX_FILE_BYTES, &bpe, &bpe_n);
     if (s == ST_OK) s = st__load_gpt2_mem(enc, enc_n, enc_path, bpe, bpe_n, bpe_path, out);
     st_free(enc);
     st_free(bpe);
@@ -425,7 +388,7 @@ typedef st_status (*mem_loader)(const char *, size_t, const char *, st_tokenizer
 static st_status load_file_with(const char *path, mem_loader fn, st_tokenizer **out) {
     char *buf = NULL;
     size_t n = 0;
-    ST_TRY(st__read_file(path, TOK_MAX_FILE_BYTES, &buf, &n));
+    ST_TRY(st_text_read_file(path, TOK_MAX_FILE_BYTES, &buf, &n));
     st_status s = fn(buf, n, path, out);
     st_free(buf);
     return s;
@@ -451,7 +414,7 @@ static st_status load_path(const char *p, st_tokenizer **out) {
     /* Unknown extension: sniff the first bytes. */
     char *buf = NULL;
     size_t n = 0;
-    ST_TRY(st__read_file(p, TOK_MAX_FILE_BYTES, &buf, &n));
+    ST_TRY(st_text_read_file(p, TOK_MAX_FILE_BYTES, &buf, &n));
     size_t i = 0;
     while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
     st_status s;

@@ -98,7 +98,6 @@ static inline const char *st__piece(const st_tokenizer *t, int32_t id, size_t *n
 void st__tok_sort_specials(st_tokenizer *t);
 /* Reads a whole file (at most max_bytes) into an st_malloc'd, NUL-terminated
  * buffer. ST_ERR_IO naming the path, ST_ERR_FORMAT when too large. */
-st_status st__read_file(const char *path, size_t max_bytes, char **buf, size_t *n);
 /* Writes bytes to path through path.tmp, fsync, rename. */
 st_status st__write_file_atomic(const char *path, const char *buf, size_t n);
 /* Length of the longest valid UTF-8 prefix of p[0..n). */

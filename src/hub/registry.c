@@ -36,6 +36,7 @@
 
 #include "hub_impl.h"
 #include "registry_impl.h"
+#include "strata/data.h"
 
 #define COPY_CHUNK (1u << 20)
 
@@ -196,43 +197,6 @@ st_status st__reg_mkdirs(const char *path) {
     return ST_OK;
 }
 
-st_status st__reg_read_file(const char *path, size_t max, char **out, size_t *n) {
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return st__fail(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return st__fail(ST_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > max) {
-        close(fd);
-        return st__fail(ST_ERR_FORMAT, "%s: %lld bytes, over the limit of %zu", path,
-                        (long long)st.st_size, max);
-    }
-    size_t len = (size_t)st.st_size;
-    char *b = st_malloc(len + 1);
-    if (!b) {
-        close(fd);
-        return st__fail(ST_ERR_NOMEM, "%s: no memory", path);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t k = read(fd, b + got, len - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            st_free(b);
-            close(fd);
-            return st__fail(ST_ERR_IO, "%s: short read", path);
-        }
-        got += (size_t)k;
-    }
-    close(fd);
-    b[len] = '\0';
-    *out = b;
-    if (n) *n = len;
-    return ST_OK;
-}
 
 st_status st__reg_fsync_path(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -554,7 +518,7 @@ static st_status read_tag(st_registry *r, const char *name, const char *tag, cha
     if (!p) return ST_ERR_NOMEM;
     char *b = NULL;
     size_t n = 0;
-    st_status s = st__reg_read_file(p, 256, &b, &n);
+    st_status s = st_text_read_file(p, 256, &b, &n);
     if (s == ST_OK) {
         while (n && (b[n - 1] == '\n' || b[n - 1] == '\r' || b[n - 1] == ' ')) b[--n] = '\0';
         if (!st__reg_valid_hex(b)) s = st__fail(ST_ERR_FORMAT, "%s: tag file does not hold a revision id", p);
@@ -574,7 +538,7 @@ st_status st__reg_read_manifest(st_registry *r, const char *name, const char *re
     if (!p) return ST_ERR_NOMEM;
     char *b = NULL;
     size_t n = 0;
-    st_status s = st__reg_read_file(p, ST_REGISTRY_MAX_MANIFEST_BYTES, &b, &n);
+    st_status s = st_text_read_file(p, ST_REGISTRY_MAX_MANIFEST_BYTES, &b, &n);
     if (s == ST_OK) s = st_registry_manifest_parse(b, n, p, out);
     if (s == ST_OK && strcmp((*out)->revision, rev) != 0) {
         s = st__fail(ST_ERR_FORMAT, "%s: manifest hashes to %.12s…, not its name (corrupt)", p, (*out)->revision);

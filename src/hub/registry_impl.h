@@ -59,8 +59,6 @@ void st__sha256_hex(const void *p, size_t n, char hex[65]);
 
 /* mkdir -p (mode 0755). */
 st_status st__reg_mkdirs(const char *path);
-/* Reads a whole file of at most max bytes into a NUL-terminated buffer. */
-st_status st__reg_read_file(const char *path, size_t max, char **out, size_t *n);
 /* fsync a file by path. */
 st_status st__reg_fsync_path(const char *path);
 
