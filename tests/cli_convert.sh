@@ -56,7 +56,16 @@ if gen "$tmp/s.gguf" >/dev/null 2>&1; then
   q8=$(gen "$tmp/s8.gguf") || fail "generate q8_0"
   [ "$q8" = "$ref" ] && echo "cli_convert: q8_0 greedy text identical to f32" \
     || echo "cli_convert: note: q8_0 greedy text differs from f32 (quantization; not an error)"
+  # quality: q8_0 perplexity within 1% of f32 on held-out text (issue acceptance)
+  head -c 4000 "$SRC/data/tinyshakespeare.txt" >"$tmp/heldout.txt"
+  ppl() { "$STRATA" eval --model "$1" --data "$tmp/heldout.txt" --json 2>/dev/null |
+          /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'; }
+  p32=$(ppl "$tmp/s.gguf") || fail "eval f32"
+  p8=$(ppl "$tmp/s8.gguf") || fail "eval q8_0"
+  /usr/bin/python3 -c "import sys; a,b=$p32,$p8; sys.exit(0 if abs(b-a)/a <= 0.01 else 1)" ||
+    fail "q8_0 perplexity $p8 is more than 1% from f32's $p32"
+  echo "cli_convert: perplexity f32 $p32, q8_0 $p8"
 else
-  echo "cli_convert: SKIP GGUF greedy comparison: generate does not read GGUF in this build"
+  fail "generate does not read GGUF"
 fi
 echo "cli_convert: ok"
