@@ -10,7 +10,7 @@
  *    the fly, q8_0 x q8_0 and q4_0 x q8_0 integer dots with x quantized to
  *    q8_0 first, as llama.cpp does). A row is read from memory once per
  *    call, so decode (n = 1) streams the weights at memory bandwidth.
- *  - f32 weights, n > 1: one cblas_sgemm, BLAS alone with the cores while
+ *  - f32 weights, n >= F32_SGEMM_MIN_N: one cblas_sgemm, BLAS alone with the cores while
  *    the pool waits.
  *  - other weights, n >= QTILE_MIN_N[_Q8] (prefill): each pool thread dequantizes
  *    tiles of QTILE_ROWS rows to f32 and runs single-threaded sgemm on them
@@ -171,6 +171,10 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out) {
  * q8_0 ~55, q4_0 ~33, f16/bf16 ~26 (docs/L3-tensors.md). */
 #define QTILE_MIN_N_Q8 64
 #define QTILE_MIN_N 32
+/* n from which f32 products go to cblas_sgemm; below it (decode batches) the
+ * dot path reads each weight row once for all n inputs, where sgemm would
+ * first pack the whole weight matrix (measured: strata bench serve) */
+#define F32_SGEMM_MIN_N 64
 
 typedef struct mm_job {
     const st_wmatrix *w;
@@ -268,7 +272,7 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
     const bool blas_ok = n <= INT_MAX && w->rows <= INT_MAX && w->cols <= INT_MAX;
     mm_job j = {.w = w, .x = x, .n = n, .y = y, .k = k, .qk = qk, .row_align = 16};
 
-    if (w->type == ST_WT_F32 && n > 1 && blas_ok) {
+    if (w->type == ST_WT_F32 && n >= F32_SGEMM_MIN_N && blas_ok) {
         /* the pool is idle here: BLAS has the cores alone */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w->rows, (int)w->cols,
                     1.0f, x, (int)w->cols, (const float *)w->data, (int)w->cols, 0.0f, y,
