@@ -51,7 +51,7 @@ static void usage(FILE *f) {
             "  --requests N        streaming requests per client (default 3)\n"
             "  --prompt-tokens N   prompt length in tokens (default 32)\n"
             "  --max-tokens N      tokens generated per request (default 64)\n"
-            "  --block-tokens N    KV block size (default 16, the server's)\n"
+            "  --block-tokens N    KV block size (default 8, the server's)\n"
             "  --threads N         worker threads (default: STRATA_THREADS, else all CPUs)\n"
             "  --json              JSON Lines instead of the table\n");
 }
@@ -213,7 +213,7 @@ static void *serve_main(void *arg) {
 
 int bench_serve_main(int argc, char **argv) {
     opts o = {.clients = {1, 4, 16, 64}, .n_clients = 4, .requests = 3, .prompt_tokens = 32,
-              .max_tokens = 64, .block_tokens = 16};
+              .max_tokens = 64, .block_tokens = 8};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         long v;

@@ -48,7 +48,8 @@ typedef struct st_server_params {
     int idle_timeout_s;        /* idle connection timeout (default 30) */
     double request_timeout_s;  /* a request running longer is cancelled (default 600) */
     double shutdown_grace_s;   /* SIGTERM: running sequences get this long (default 30) */
-    int block_tokens;          /* KV block size (default 16) */
+    int block_tokens;          /* KV block size (default 8: at most 7 tokens per sequence held
+                                  but unused, so held KV stays near what live tokens need) */
     int64_t kv_blocks;         /* KV pool size in blocks (0: max_running sequences of n_ctx/4, at
                                   least two full contexts) */
     bool prefix_cache;         /* share full prompt blocks between requests (default true) */

@@ -23,7 +23,7 @@ st_server_params st_server_default_params(void) {
         .idle_timeout_s = 30,
         .request_timeout_s = 600,
         .shutdown_grace_s = 30,
-        .block_tokens = 16,
+        .block_tokens = 8,
         .kv_blocks = 0,
         .prefix_cache = true,
     };
