@@ -52,8 +52,8 @@ static void wr64(uint8_t *p, uint64_t v) {
 
 st_status st_shard_write(const char *path, const int32_t *ids, size_t n, uint32_t vocab_size,
                          const uint8_t tokenizer_sha256[32]) {
-    if (!path || (!ids && n) || vocab_size == 0)
-        return st__fail(ST_ERR_INVALID_ARG, "st_shard_write: %s: NULL ids or vocab_size 0",
+    if (!path || (!ids && n) || vocab_size == 0 || vocab_size > (uint32_t)INT32_MAX)
+        return st__fail(ST_ERR_INVALID_ARG, "st_shard_write: %s: NULL ids, or vocab_size 0 or over INT32_MAX",
                         path ? path : "(null)");
     uint32_t tb = vocab_size <= 65536u ? 2 : 4;
     size_t body;
@@ -111,7 +111,9 @@ static st_status validate(st_shard *sh, const uint8_t *p, size_t n, const char *
     if (in->token_bytes != 2 && in->token_bytes != 4)
         return st__fail(ST_ERR_FORMAT, "%s: %" PRIu32 " bytes per token, expected 2 or 4", name,
                         in->token_bytes);
-    if (in->vocab_size == 0 || (in->token_bytes == 2 && in->vocab_size > 65536u))
+    /* ids are int32 everywhere above the shard: a larger vocabulary cannot be real */
+    if (in->vocab_size == 0 || in->vocab_size > (uint32_t)INT32_MAX ||
+        (in->token_bytes == 2 && in->vocab_size > 65536u))
         return st__fail(ST_ERR_FORMAT,
                         "%s: vocab_size %" PRIu32 " does not fit %" PRIu32 "-byte tokens", name,
                         in->vocab_size, in->token_bytes);
