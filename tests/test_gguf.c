@@ -113,6 +113,8 @@ static const float *rand_vec(st_lm *lm, int64_t n) {
     return d;
 }
 
+static bool g_gpt2_nobias; /* random_lm builds nanoGPT-style bias-free gpt2 models */
+
 static st_lm *random_lm(st_arch arch, bool with_tok, int n_layer, int n_embd, int vocab) {
     st_model_config c = st_model_config_default(arch);
     st_tokenizer *tok = NULL;
@@ -126,7 +128,7 @@ static st_lm *random_lm(st_arch arch, bool with_tok, int n_layer, int n_embd, in
     c.n_ctx = 16;
     c.dropout = 0;
     c.tie_embeddings = arch == ST_ARCH_GPT2;
-    c.bias = arch == ST_ARCH_GPT2;
+    c.bias = arch == ST_ARCH_GPT2 && !g_gpt2_nobias;
     c.rope_theta = 10000.0f;
     c.norm_eps = 1e-5f;
     st_lm *lm = NULL;
@@ -138,7 +140,8 @@ static st_lm *random_lm(st_arch arch, bool with_tok, int n_layer, int n_embd, in
     if (c.tie_embeddings) lm->lm_head = lm->tok_embd;
     else rand_matrix(lm, &lm->lm_head, vocab, E);
     lm->lnf_w = rand_vec(lm, E);
-    if (c.bias) lm->lnf_b = rand_vec(lm, E), lm->pos_embd = rand_vec(lm, (int64_t)c.n_ctx * E);
+    if (arch == ST_ARCH_GPT2) lm->pos_embd = rand_vec(lm, (int64_t)c.n_ctx * E);
+    if (c.bias) lm->lnf_b = rand_vec(lm, E);
     for (int l = 0; l < n_layer; l++) {
         st_lm_layer *L = &lm->layers[l];
         rand_matrix(lm, &L->wq, Q, E);
@@ -355,6 +358,23 @@ static void test_hf_gpt2(void **state) {
     hf_round_trip(ST_ARCH_GPT2);
 }
 
+/* a bias-free gpt2 (nanoGPT's "bias": false, Strata's shakespeare-char configs):
+ * HF dir -> st_lm keeps every weight and invents no bias */
+static void test_hf_gpt2_nobias(void **state) {
+    (void)state;
+    g_gpt2_nobias = true;
+    st_lm *src = random_lm(ST_ARCH_GPT2, false, 2, 64, 50), *h = NULL;
+    g_gpt2_nobias = false;
+    assert_int_equal(st_lm_save_hf(src, path_in("hf_nobias")), ST_OK);
+    if (st_lm_load_hf(path_in("hf_nobias"), &h) != ST_OK) fail_msg("load_hf: %s", st_last_error());
+    assert_false(h->cfg.bias);
+    assert_null(h->lnf_b);
+    assert_null(h->layers[0].bq);
+    same_lm(src, h);
+    st_lm_free(h);
+    st_lm_free(src);
+}
+
 /* ---- 3. hostile files ----------------------------------------------------------------- */
 
 static void expect_fail_or_ok(const char *path) {
@@ -457,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_rope_permute),
         cmocka_unit_test(test_hf_llama),
         cmocka_unit_test(test_hf_gpt2),
+        cmocka_unit_test(test_hf_gpt2_nobias),
         cmocka_unit_test(test_hostile),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -156,7 +156,8 @@ static st_status load_weights(hf_ctx *h) {
     lm->lm_head = lm->tok_embd;
     ST_TRY(vec(h, "wpe.weight", (int64_t)c->n_ctx * E, false, &lm->pos_embd));
     ST_TRY(vec(h, "ln_f.weight", E, false, &lm->lnf_w));
-    ST_TRY(vec(h, "ln_f.bias", E, false, &lm->lnf_b));
+    const bool bias = c->bias; /* nanoGPT-style "bias": false: no bias tensors at all */
+    if (bias) ST_TRY(vec(h, "ln_f.bias", E, false, &lm->lnf_b));
     for (int l = 0; l < c->n_layer; l++) {
         st_lm_layer *L = &lm->layers[l];
         const float *bqkv = NULL;
@@ -164,18 +165,20 @@ static st_status load_weights(hf_ctx *h) {
         ST_TRY(mat(h, NM("attn.c_attn.weight"), Q, E, false, true, 0, Q + 2 * KV, &L->wq));
         ST_TRY(mat(h, NM("attn.c_attn.weight"), KV, E, false, true, Q, Q + 2 * KV, &L->wk));
         ST_TRY(mat(h, NM("attn.c_attn.weight"), KV, E, false, true, Q + KV, Q + 2 * KV, &L->wv));
-        ST_TRY(vec(h, NM("attn.c_attn.bias"), Q + 2 * KV, false, &bqkv));
-        L->bq = bqkv, L->bk = bqkv + Q, L->bv = bqkv + Q + KV;
+        if (bias) {
+            ST_TRY(vec(h, NM("attn.c_attn.bias"), Q + 2 * KV, false, &bqkv));
+            L->bq = bqkv, L->bk = bqkv + Q, L->bv = bqkv + Q + KV;
+        }
         ST_TRY(mat(h, NM("attn.c_proj.weight"), E, Q, false, true, 0, E, &L->wo));
-        ST_TRY(vec(h, NM("attn.c_proj.bias"), E, false, &L->bo));
+        if (bias) ST_TRY(vec(h, NM("attn.c_proj.bias"), E, false, &L->bo));
         ST_TRY(mat(h, NM("mlp.c_fc.weight"), F, E, false, true, 0, F, &L->w_up));
-        ST_TRY(vec(h, NM("mlp.c_fc.bias"), F, false, &L->b_up));
+        if (bias) ST_TRY(vec(h, NM("mlp.c_fc.bias"), F, false, &L->b_up));
         ST_TRY(mat(h, NM("mlp.c_proj.weight"), E, F, false, true, 0, E, &L->w_down));
-        ST_TRY(vec(h, NM("mlp.c_proj.bias"), E, false, &L->b_down));
+        if (bias) ST_TRY(vec(h, NM("mlp.c_proj.bias"), E, false, &L->b_down));
         ST_TRY(vec(h, NM("ln_1.weight"), E, false, &L->ln1_w));
-        ST_TRY(vec(h, NM("ln_1.bias"), E, false, &L->ln1_b));
+        if (bias) ST_TRY(vec(h, NM("ln_1.bias"), E, false, &L->ln1_b));
         ST_TRY(vec(h, NM("ln_2.weight"), E, false, &L->ln2_w));
-        ST_TRY(vec(h, NM("ln_2.bias"), E, false, &L->ln2_b));
+        if (bias) ST_TRY(vec(h, NM("ln_2.bias"), E, false, &L->ln2_b));
 #undef NM
     }
     return ST_OK;
@@ -356,11 +359,12 @@ st_status st_lm_save_hf(const st_lm *lm, const char *dir) {
         s = out_add(&o, "wte.weight", dense(&lm->tok_embd, 0), 2, c->vocab_size, E);
         if (s == ST_OK) s = out_add(&o, "wpe.weight", copy_vec(lm->pos_embd, (int64_t)c->n_ctx * E), 2, c->n_ctx, E);
         if (s == ST_OK) s = out_add(&o, "ln_f.weight", copy_vec(lm->lnf_w, E), 1, E, 0);
-        if (s == ST_OK) s = out_add(&o, "ln_f.bias", copy_vec(lm->lnf_b, E), 1, E, 0);
+        const bool bias = lm->lnf_b != NULL; /* bias-free gpt2 writes no bias tensors */
+        if (s == ST_OK && bias) s = out_add(&o, "ln_f.bias", copy_vec(lm->lnf_b, E), 1, E, 0);
         for (int l = 0; s == ST_OK && l < c->n_layer; l++) {
             const st_lm_layer *L = &lm->layers[l];
             const st_wmatrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
-            float *b = st_malloc((size_t)(Q + 2 * KV) * 4);
+            float *b = bias ? st_malloc((size_t)(Q + 2 * KV) * 4) : NULL;
             if (b) {
                 memcpy(b, L->bq, (size_t)Q * 4);
                 memcpy(b + Q, L->bk, (size_t)KV * 4);
@@ -368,19 +372,19 @@ st_status st_lm_save_hf(const st_lm *lm, const char *dir) {
             }
 #define NM(x) (snprintf(n, sizeof n, "h.%d." x, l), n)
             s = out_add(&o, NM("attn.c_attn.weight"), conv1d(qkv, 3), 2, E, Q + 2 * KV);
-            if (s == ST_OK) s = out_add(&o, NM("attn.c_attn.bias"), b, 1, Q + 2 * KV, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("attn.c_attn.bias"), b, 1, Q + 2 * KV, 0);
             else st_free(b);
             const st_wmatrix *wo = &L->wo, *up = &L->w_up, *dn = &L->w_down;
             if (s == ST_OK) s = out_add(&o, NM("attn.c_proj.weight"), conv1d(&wo, 1), 2, Q, E);
-            if (s == ST_OK) s = out_add(&o, NM("attn.c_proj.bias"), copy_vec(L->bo, E), 1, E, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("attn.c_proj.bias"), copy_vec(L->bo, E), 1, E, 0);
             if (s == ST_OK) s = out_add(&o, NM("mlp.c_fc.weight"), conv1d(&up, 1), 2, E, F);
-            if (s == ST_OK) s = out_add(&o, NM("mlp.c_fc.bias"), copy_vec(L->b_up, F), 1, F, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("mlp.c_fc.bias"), copy_vec(L->b_up, F), 1, F, 0);
             if (s == ST_OK) s = out_add(&o, NM("mlp.c_proj.weight"), conv1d(&dn, 1), 2, F, E);
-            if (s == ST_OK) s = out_add(&o, NM("mlp.c_proj.bias"), copy_vec(L->b_down, E), 1, E, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("mlp.c_proj.bias"), copy_vec(L->b_down, E), 1, E, 0);
             if (s == ST_OK) s = out_add(&o, NM("ln_1.weight"), copy_vec(L->ln1_w, E), 1, E, 0);
-            if (s == ST_OK) s = out_add(&o, NM("ln_1.bias"), copy_vec(L->ln1_b, E), 1, E, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("ln_1.bias"), copy_vec(L->ln1_b, E), 1, E, 0);
             if (s == ST_OK) s = out_add(&o, NM("ln_2.weight"), copy_vec(L->ln2_w, E), 1, E, 0);
-            if (s == ST_OK) s = out_add(&o, NM("ln_2.bias"), copy_vec(L->ln2_b, E), 1, E, 0);
+            if (s == ST_OK && bias) s = out_add(&o, NM("ln_2.bias"), copy_vec(L->ln2_b, E), 1, E, 0);
 #undef NM
         }
     }
