@@ -7,6 +7,8 @@
 #ifndef STRATA_BENCH_H
 #define STRATA_BENCH_H
 
+#include "strata/infer.h"
+
 int bench_ops_main(int argc, char **argv);
 int bench_tokenizer_main(int argc, char **argv);
 int bench_train_main(int argc, char **argv);
@@ -18,6 +20,18 @@ int bench_track_main(int argc, char **argv);
 int bench_vec_main(int argc, char **argv);
 int bench_decode_main(int argc, char **argv);
 int bench_llamacpp_main(int argc, char **argv);
+
+/* Engine speed as bench decode and bench llamacpp measure it (bench/decode.c):
+ * reps times, a BENCH_PREFILL_TOKENS-token prefill of ids (tokens/s), then a
+ * fresh sequence's BENCH_PROMPT_TOKENS-token prompt followed by
+ * BENCH_DECODE_TOKENS single-token decode steps feeding next[] (tokens/s);
+ * medians into *prefill_tps and *decode_tps. reps in [1, 16]. */
+#define BENCH_PREFILL_TOKENS 128
+#define BENCH_PROMPT_TOKENS 16
+#define BENCH_DECODE_TOKENS 64
+st_status bench_engine_speed(st_ctx *ctx, const st_lm *lm, const int32_t *ids,
+                             const int32_t *next, int reps, double *prefill_tps,
+                             double *decode_tps);
 
 /* Median of n doubles (sorts v in place). */
 double bench_median(double *v, int n);

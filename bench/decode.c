@@ -103,17 +103,18 @@ typedef struct result {
     double prefill_tps, decode_tps;
 } result;
 
-static st_status run_one(st_ctx *ctx, const st_lm *lm, int reps, result *res) {
-    enum { PREFILL = 128, PROMPT = 16, DECODE = 64 };
+st_status bench_engine_speed(st_ctx *ctx, const st_lm *lm, const int32_t *ids,
+                             const int32_t *next, int reps, double *prefill_tps,
+                             double *decode_tps) {
+    enum { PREFILL = BENCH_PREFILL_TOKENS, PROMPT = BENCH_PROMPT_TOKENS, DECODE = BENCH_DECODE_TOKENS };
+    if (reps < 1 || reps > 16)
+        return st__fail(ST_ERR_INVALID_ARG, "bench: reps %d outside [1, 16]", reps);
     st_engine *e = NULL;
     st_engine_params ep = st_engine_default_params();
     ST_TRY(st_engine_new(ctx, lm, &ep, &e));
-    const int V = lm->cfg.vocab_size;
-    float *logits = st_malloc((size_t)V * sizeof(float));
-    int32_t ids[PREFILL];
-    for (int i = 0; i < PREFILL; i++) ids[i] = (i * 7919) % V;
+    float *logits = st_malloc((size_t)lm->cfg.vocab_size * sizeof(float));
     double pre[16], dec[16];
-    st_status s = logits ? ST_OK : st__fail(ST_ERR_NOMEM, "bench decode: no memory");
+    st_status s = logits ? ST_OK : st__fail(ST_ERR_NOMEM, "bench: no memory for logits");
     for (int r = 0; !s && r < reps; r++) {
         st_kv_seq q = {0};
         st_engine_seq es = {.seq = &q, .tokens = ids, .n_tokens = PREFILL, .logits = logits};
@@ -126,20 +127,27 @@ static st_status run_one(st_ctx *ctx, const st_lm *lm, int reps, result *res) {
         s = st_engine_forward(e, &es, 1);
         t0 = st_time_s();
         for (int t = 0; !s && t < DECODE; t++) {
-            int32_t id = (t * 31) % V;
-            st_engine_seq d = {.seq = &q, .tokens = &id, .n_tokens = 1, .logits = logits};
+            st_engine_seq d = {.seq = &q, .tokens = &next[t], .n_tokens = 1, .logits = logits};
             s = st_engine_forward(e, &d, 1);
         }
         dec[r] = DECODE / (st_time_s() - t0);
         st_kv_seq_release(st_engine_kv(e), &q);
     }
     if (!s) {
-        res->prefill_tps = bench_median(pre, reps);
-        res->decode_tps = bench_median(dec, reps);
+        *prefill_tps = bench_median(pre, reps);
+        *decode_tps = bench_median(dec, reps);
     }
     st_free(logits);
     st_engine_free(e);
     return s;
+}
+
+static st_status run_one(st_ctx *ctx, const st_lm *lm, int reps, result *res) {
+    const int V = lm->cfg.vocab_size;
+    int32_t ids[BENCH_PREFILL_TOKENS], next[BENCH_DECODE_TOKENS];
+    for (int i = 0; i < BENCH_PREFILL_TOKENS; i++) ids[i] = (i * 7919) % V;
+    for (int t = 0; t < BENCH_DECODE_TOKENS; t++) next[t] = (t * 31) % V;
+    return bench_engine_speed(ctx, lm, ids, next, reps, &res->prefill_tps, &res->decode_tps);
 }
 
 int bench_decode_main(int argc, char **argv) {

@@ -35,7 +35,8 @@ static const shape k_shapes[] = {
     {"stories110M", 768, 12, 12, 2048},
 };
 
-enum { PREFILL = 128, PROMPT = 16, DECODE = 64, VOCAB = 32000 };
+enum { PREFILL = BENCH_PREFILL_TOKENS, PROMPT = BENCH_PROMPT_TOKENS, DECODE = BENCH_DECODE_TOKENS,
+       VOCAB = 32000 };
 
 static uint64_t lcg(uint64_t *s) {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -128,40 +129,11 @@ static st_status make_model(const shape *sh, st_lm **out) {
 
 static st_status run_strata(st_ctx *ctx, const st_lm *lm, int reps, double *pre_tps,
                             double *dec_tps) {
-    st_engine *e = NULL;
-    st_engine_params ep = st_engine_default_params();
-    ST_TRY(st_engine_new(ctx, lm, &ep, &e));
-    float *logits = st_malloc((size_t)VOCAB * sizeof(float));
-    int32_t ids[PREFILL];
+    /* ids the tok512-style vocabulary of the GGUF files spells: BOS, then words */
+    int32_t ids[PREFILL], next[DECODE];
     for (int i = 0; i < PREFILL; i++) ids[i] = i == 0 ? 1 : 3 + (i * 7919) % 200;
-    double pre[16], dec[16];
-    st_status s = logits ? ST_OK : st__fail(ST_ERR_NOMEM, "bench llamacpp: no memory");
-    for (int r = 0; !s && r < reps; r++) {
-        st_kv_seq q = {0};
-        st_engine_seq es = {.seq = &q, .tokens = ids, .n_tokens = PREFILL, .logits = logits};
-        double t0 = st_time_s();
-        s = st_engine_forward(e, &es, 1);
-        pre[r] = PREFILL / (st_time_s() - t0);
-        st_kv_seq_release(st_engine_kv(e), &q);
-        if (s) break;
-        es.n_tokens = PROMPT;
-        s = st_engine_forward(e, &es, 1);
-        t0 = st_time_s();
-        for (int t = 0; !s && t < DECODE; t++) {
-            int32_t id = 3 + (t * 31) % 200;
-            st_engine_seq d = {.seq = &q, .tokens = &id, .n_tokens = 1, .logits = logits};
-            s = st_engine_forward(e, &d, 1);
-        }
-        dec[r] = DECODE / (st_time_s() - t0);
-        st_kv_seq_release(st_engine_kv(e), &q);
-    }
-    if (!s) {
-        *pre_tps = bench_median(pre, reps);
-        *dec_tps = bench_median(dec, reps);
-    }
-    st_free(logits);
-    st_engine_free(e);
-    return s;
+    for (int t = 0; t < DECODE; t++) next[t] = 3 + (t * 31) % 200;
+    return bench_engine_speed(ctx, lm, ids, next, reps, pre_tps, dec_tps);
 }
 
 /* one node run; returns tokens/s of the phase, or 0 with why filled */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "strata/data.h"
 #include "strata/infer.h"
 
 #define SUB "eval"
@@ -41,36 +42,6 @@ static void print_help(void) {
         "  --threads N        worker threads (default: STRATA_THREADS, else all CPUs)\n"
         "  --json             print {\"loss\", \"perplexity\", \"tokens\", \"seconds\"}\n"
         "  --help             this text\n");
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *b = malloc(cap);
-    while (b) {
-        if (len == cap) {
-            if (cap >= MAX_DATA_BYTES) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            char *nb = realloc(b, cap * 2);
-            if (!nb) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-        size_t got = fread(b + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    fclose(f);
-    *n = len;
-    return b;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -123,11 +94,7 @@ int cmd_eval(int argc, char **argv) {
         goto fail;
     }
     size_t n_text = 0;
-    text = read_all(data, &n_text);
-    if (!text) {
-        s = st__fail(ST_ERR_IO, "%s: cannot read (missing, unreadable or over 1 GiB)", data);
-        goto fail;
-    }
+    TRY(st_text_read_file(data, MAX_DATA_BYTES, &text, &n_text));
     size_t n_ids = 0;
     st_encode_opts eo = {.allow_special = false, .add_bos = true};
     TRY(st_tokenizer_encode(lm->tok, text, n_text, &eo, &ids, &n_ids));
@@ -201,7 +168,7 @@ done:
     st_ctx_free(ctx);
     st_free(ids);
     st_free(logits);
-    free(text);
+    st_free(text);
     return rc;
 #undef TRY
 }

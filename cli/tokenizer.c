@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "strata/data.h"
 #include "strata/tokenizer.h"
 
 #define SUB "tokenizer"
@@ -43,33 +44,6 @@ static void print_help(void) {
         "  strata tokenizer train --input data/tinyshakespeare.txt --vocab-size 1024 --out tok.json\n"
         "  strata tokenizer train --input data/tinyshakespeare.txt --char --out char.json\n"
         "  strata tokenize --tokenizer tok.json 'To be, or not to be'\n");
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 20, len = 0;
-    char *b = malloc(cap + 1);
-    while (b) {
-        size_t r = fread(b + len, 1, cap - len, f);
-        len += r;
-        if (r == 0) break;
-        if (len == cap) {
-            if (cap >= ((size_t)1 << 31)) {
-                free(b);
-                b = NULL;
-                errno = EFBIG;
-                break;
-            }
-            char *nb = realloc(b, (cap *= 2) + 1);
-            if (!nb) free(b);
-            b = nb;
-        }
-    }
-    if (b && ferror(f)) free(b), b = NULL;
-    fclose(f);
-    if (b) b[len] = '\0', *n = len;
-    return b;
 }
 
 int cmd_tokenizer(int argc, char **argv) {
@@ -102,11 +76,9 @@ int cmd_tokenizer(int argc, char **argv) {
     if (!input || !out) return cli_usage_error(SUB, "train needs --input FILE and --out PATH");
     if (chr == (vocab > 0)) return cli_usage_error(SUB, "give exactly one of --vocab-size N and --char");
     size_t n = 0;
-    char *text = read_all(input, &n);
-    if (!text) {
-        fprintf(stderr, "strata %s: %s: cannot read: %s\n", SUB, input, strerror(errno));
-        return 1;
-    }
+    char *text = NULL;
+    st_status rs = st_text_read_file(input, (size_t)1 << 31, &text, &n);
+    if (rs != ST_OK) return cli_fail(SUB, rs);
     double t0 = st_time_s();
     st_tokenizer *tok = NULL;
     if (!json) fprintf(stderr, "strata tokenizer: training on %s (%zu bytes)...\n", input, n);
@@ -143,6 +115,6 @@ int cmd_tokenizer(int argc, char **argv) {
                     chr ? "character" : "BPE", vs, train_s, n_ids, bpt, out);
     }
     st_tokenizer_free(tok);
-    free(text);
+    st_free(text);
     return rc;
 }

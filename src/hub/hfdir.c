@@ -19,6 +19,7 @@
  * No shared state.
  */
 #include "strata/hub.h"
+#include "strata/data.h"
 #include "strata/infer.h"
 
 #include <errno.h>
@@ -28,26 +29,6 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (1u << 20)
-
-static st_status read_small(const char *path, char **buf, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return st__fail(ST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *b = st_malloc(CONFIG_MAX_BYTES + 1);
-    if (!b) {
-        fclose(f);
-        return st__fail(ST_ERR_NOMEM, "%s: out of memory", path);
-    }
-    size_t k = fread(b, 1, CONFIG_MAX_BYTES + 1, f);
-    fclose(f);
-    if (k > CONFIG_MAX_BYTES) {
-        st_free(b);
-        return st__fail(ST_ERR_FORMAT, "%s: larger than 1 MiB", path);
-    }
-    b[k] = 0;
-    *buf = b;
-    *n = k;
-    return ST_OK;
-}
 
 typedef struct hf_ctx {
     const st_safetensors *st;
@@ -191,7 +172,7 @@ st_status st_lm_load_hf(const char *dir, st_lm **out) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *json = NULL;
     size_t jn = 0;
-    ST_TRY(read_small(path, &json, &jn));
+    ST_TRY(st_text_read_file(path, CONFIG_MAX_BYTES, &json, &jn));
     st_model_config cfg;
     st_status s = st_model_config_parse(json, jn, path, &cfg);
     st_free(json);
