@@ -21,6 +21,10 @@ PKGS=(
   postgresql        # the throwaway server tools/pg_test.sh starts for the tracking tests
   chromium          # headless screenshot of the tracking dashboard (tests/cli_ui.sh)
   curl              # the demo's chat request; shell tests
+  libopenmpi-dev openmpi-bin # distributed training (mpirun -np N strata train)
+  libedit-dev       # line editing and history in strata chat
+  libxml2-dev       # HTML text extraction (strata rag index)
+  libpoppler-glib-dev # PDF text extraction (strata rag index)
   zlib1g-dev libzstd-dev libsnappy-dev liblz4-dev libbrotli-dev # Parquet codecs
 )
 # `tools/setup.sh --bench` (make bench): the peers the benchmarks measure
