@@ -6,7 +6,6 @@
  * running sequences within --grace seconds) and exit 0. --port 0 picks a
  * free port; --port-file writes the port chosen (for scripts and tests).
  */
-#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,17 +61,6 @@ static void on_signal(int sig) {
 }
 
 /* The chat template of a model directory's tokenizer_config.json, if any. */
-static char *read_chat_template(const char *model) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", model);
-    json_t *j = json_load_file(path, 0, NULL);
-    if (!j) return NULL;
-    json_t *t = json_object_get(j, "chat_template");
-    char *out = json_is_string(t) ? st_strdup(json_string_value(t)) : NULL;
-    json_decref(j);
-    return out;
-}
-
 int cmd_serve(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
@@ -130,7 +118,7 @@ int cmd_serve(int argc, char **argv) {
         st_ctx_free(ctx);
         return cli_fail("serve", s);
     }
-    char *tmpl = read_chat_template(model);
+    char *tmpl = st_chat_template_read(model);
     p.chat_template = tmpl;
     char name[256];
     if (!p.model_name) { /* the reference as given, without its folders */

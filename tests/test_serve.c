@@ -116,23 +116,23 @@ static void test_parse(void **state) {
 
 static void test_templates(void **state) {
     (void)state;
-    st__srv_message m[3] = {{"system", " Be brief. "}, {"user", "Hi"}, {"assistant", "Hello"}};
+    st_chat_message m[3] = {{"system", " Be brief. "}, {"user", "Hi"}, {"assistant", "Hello"}};
     char *t = NULL;
-    OK(st__srv_template_render(ST_SRV_TEMPLATE_CHATML, m, 2, &t));
+    OK(st_chat_template_render(ST_CHAT_CHATML, m, 2, &t));
     assert_string_equal(t, "<|im_start|>system\n Be brief. <|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
                            "<|im_start|>assistant\n");
     st_free(t);
-    st__srv_message m2[4] = {{"system", " Be brief. "}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "More"}};
-    OK(st__srv_template_render(ST_SRV_TEMPLATE_LLAMA2, m2, 4, &t));
+    st_chat_message m2[4] = {{"system", " Be brief. "}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "More"}};
+    OK(st_chat_template_render(ST_CHAT_LLAMA2, m2, 4, &t));
     assert_string_equal(t, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] More [/INST]");
     st_free(t);
-    OK(st__srv_template_render(ST_SRV_TEMPLATE_PLAIN, m, 3, &t));
+    OK(st_chat_template_render(ST_CHAT_PLAIN, m, 3, &t));
     assert_string_equal(t, "SYSTEM:\nBe brief.\n\nUSER:\nHi\n\nASSISTANT:\nHello\n\nASSISTANT:\n");
     st_free(t);
-    assert_int_equal(st__srv_template_detect("{% ... '<|im_start|>' %}", true), ST_SRV_TEMPLATE_CHATML);
-    assert_int_equal(st__srv_template_detect("{{ '[INST] ' }}", false), ST_SRV_TEMPLATE_LLAMA2);
-    assert_int_equal(st__srv_template_detect(NULL, true), ST_SRV_TEMPLATE_LLAMA2);
-    assert_int_equal(st__srv_template_detect(NULL, false), ST_SRV_TEMPLATE_CHATML);
+    assert_int_equal(st_chat_template_detect("{% ... '<|im_start|>' %}", true), ST_CHAT_CHATML);
+    assert_int_equal(st_chat_template_detect("{{ '[INST] ' }}", false), ST_CHAT_LLAMA2);
+    assert_int_equal(st_chat_template_detect(NULL, true), ST_CHAT_LLAMA2);
+    assert_int_equal(st_chat_template_detect(NULL, false), ST_CHAT_CHATML);
 }
 
 static void test_metrics(void **state) {

@@ -196,6 +196,43 @@ typedef struct st_engine_seq {
  * n_ctx), ST_ERR_NOMEM (KV blocks), ST_ERR_INVALID_ARG. */
 st_status st_engine_forward(st_engine *e, st_engine_seq *seqs, int n_seqs);
 
+/* ==== chat templates (src/infer/chat_template.c) ========================== */
+
+/* One chat message. Strings are borrowed by the functions below. */
+typedef struct st_chat_message {
+    char *role;    /* "system", "user", "assistant" (or "developer", "tool": kept) */
+    char *content; /* text parts joined */
+} st_chat_message;
+
+typedef enum st_chat_template {
+    ST_CHAT_CHATML = 0, /* <|im_start|>role\ncontent<|im_end|>\n ... <|im_start|>assistant\n */
+    ST_CHAT_LLAMA2 = 1, /* <s>[INST] <<SYS>>\nsys\n<</SYS>>\n\nuser [/INST] answer </s><s>[INST] ... */
+    ST_CHAT_PLAIN = 2,  /* SYSTEM:\n...\n\nUSER:\n...\n\nASSISTANT:\n (char-level models) */
+} st_chat_template;
+
+/* Picks the template from a tokenizer configuration's "chat_template"
+ * (Jinja text; recognized by its markers, since Strata runs no Jinja) or,
+ * when there is none (NULL), from the architecture: llama -> Llama-2,
+ * otherwise ChatML. */
+st_chat_template st_chat_template_detect(const char *chat_template_text, bool llama);
+/* The template a model is chatted with: PLAIN for character-level
+ * tokenizers (their vocabulary lacks the other templates' markers), else
+ * st_chat_template_detect(chat_template_text, lm is llama). */
+st_chat_template st_chat_template_for(const st_lm *lm, const st_tokenizer *tok,
+                                      const char *chat_template_text);
+/* The "chat_template" text of MODEL_DIR/tokenizer_config.json (st_malloc'd),
+ * or NULL when the file, the key or the directory is absent. */
+char *st_chat_template_read(const char *model_dir);
+const char *st_chat_template_name(st_chat_template t);
+/* Renders messages into the prompt text (st_malloc'd), ending with the
+ * opening of the assistant's turn. Llama-2's BOS is left to the tokenizer
+ * (add_bos); its later turns carry "</s><s>" as text. Errors: ST_ERR_NOMEM. */
+st_status st_chat_template_render(st_chat_template t, const st_chat_message *msgs, int n,
+                                  char **out);
+/* The stop string the template ends an assistant turn with ("<|im_end|>"
+ * for ChatML, a blank line for PLAIN; NULL for Llama-2, which ends with EOS). */
+const char *st_chat_template_stop(st_chat_template t);
+
 /* ==== sampling =========================================================== */
 
 typedef struct st_sampler_params {

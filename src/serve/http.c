@@ -212,11 +212,11 @@ static bool make_jobs(st_server *s, st__srv_request *r, st__srv_error *err) {
     st__srv_req *q = &r->req;
     if (q->kind == ST_SRV_CHAT) {
         char *text = NULL;
-        if (st__srv_template_render(s->tmpl, q->messages, q->n_messages, &text) != ST_OK) {
+        if (st_chat_template_render(s->tmpl, q->messages, q->n_messages, &text) != ST_OK) {
             st__srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
             return false;
         }
-        r->stop_extra = st__srv_template_stop(s->tmpl);
+        r->stop_extra = st_chat_template_stop(s->tmpl);
         int32_t *ids = NULL;
         size_t n = 0;
         bool ok = encode_prompt(s, text, true, &ids, &n, err);

@@ -8,7 +8,6 @@
  *    produced;
  *  - metrics.c keeps the counters, gauges and histograms behind /metrics
  *    (Prometheus text format 0.0.4);
- *  - chat_template.c renders chat messages into a prompt (ChatML, Llama-2).
  * The HTTP glue and the scheduler build on these.
  */
 #ifndef STRATA_SERVE_IMPL_H
@@ -19,6 +18,7 @@
 #include <signal.h>
 
 #include "strata/base.h"
+#include "strata/infer.h"
 
 /* ---- requests ------------------------------------------------------------- */
 
@@ -30,11 +30,6 @@ typedef enum st__srv_kind {
 
 #define ST_SRV_MAX_STOP 4      /* OpenAI's limit on stop sequences */
 #define ST_SRV_MAX_TOP_LOGPROBS 20
-
-typedef struct st__srv_message {
-    char *role;    /* "system", "user", "assistant" (or "developer", "tool": kept) */
-    char *content; /* text parts joined */
-} st__srv_message;
 
 /* Limits the server enforces on top of OpenAI's own (from st_server_params). */
 typedef struct st__srv_limits {
@@ -53,7 +48,7 @@ typedef struct st__srv_req {
     int n_prompts;
     int32_t **prompt_ids;   /* non-NULL entries: the input was an array of ids */
     int *n_prompt_ids;
-    st__srv_message *messages; /* chat */
+    st_chat_message *messages; /* chat */
     int n_messages;
     int max_tokens;         /* -1: until the context is full (chat's default) */
     float temperature;      /* default 1 */
@@ -161,30 +156,6 @@ void st__srv_metrics_count(st__srv_metrics *m, uint64_t preemptions, uint64_t ca
 /* Prometheus text exposition format 0.0.4, st_malloc'd. */
 char *st__srv_metrics_render(st__srv_metrics *m);
 
-/* ---- chat templates ------------------------------------------------------- */
-
-typedef enum st__srv_template {
-    ST_SRV_TEMPLATE_CHATML = 0, /* <|im_start|>role\ncontent<|im_end|>\n ... <|im_start|>assistant\n */
-    ST_SRV_TEMPLATE_LLAMA2 = 1, /* <s>[INST] <<SYS>>\nsys\n<</SYS>>\n\nuser [/INST] answer </s><s>[INST] ... */
-    ST_SRV_TEMPLATE_PLAIN = 2,  /* SYSTEM:\n...\n\nUSER:\n...\n\nASSISTANT:\n (char-level models) */
-} st__srv_template;
-
-/* Picks the template from a tokenizer configuration's "chat_template"
- * (Jinja text; recognized by its markers, since Strata runs no Jinja) or,
- * when there is none (NULL), from the architecture: llama -> Llama-2,
- * otherwise ChatML. The server uses PLAIN for character-level tokenizers,
- * whose vocabulary lacks the other templates' markers. */
-st__srv_template st__srv_template_detect(const char *chat_template_text, bool llama);
-const char *st__srv_template_name(st__srv_template t);
-/* Renders messages into the prompt text (st_malloc'd). Llama-2's BOS is
- * left to the tokenizer (add_bos); its later turns carry "</s><s>" as
- * text. Errors: ST_ERR_NOMEM. */
-st_status st__srv_template_render(st__srv_template t, const st__srv_message *msgs, int n,
-                                  char **out);
-/* The stop string the template ends an assistant turn with ("<|im_end|>"
- * for ChatML, a blank line for PLAIN; NULL for Llama-2, which ends with EOS). */
-const char *st__srv_template_stop(st__srv_template t);
-
 /* ---- requests in flight --------------------------------------------------- */
 
 #include "strata/serve.h"
@@ -264,7 +235,7 @@ struct st_server {
     st_engine *eng;
     st_kv_cache *kv;
     int block_tokens;
-    st__srv_template tmpl;
+    st_chat_template tmpl;
     struct MHD_Daemon *daemon;
     int port;
     volatile sig_atomic_t stop_requested; /* st_server_stop: the scheduler polls it */

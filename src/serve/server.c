@@ -75,9 +75,7 @@ st_status st_server_new(st_ctx *ctx, const st_lm *lm, const st_tokenizer *tok,
     s->ctx = ctx;
     s->lm = lm;
     s->tok = tok;
-    s->tmpl = st_tokenizer_get_kind(tok) == ST_TOK_CHAR
-                  ? ST_SRV_TEMPLATE_PLAIN
-                  : st__srv_template_detect(p.chat_template, lm->cfg.arch == ST_ARCH_LLAMA);
+    s->tmpl = st_chat_template_for(lm, tok, p.chat_template);
     st__srv_metrics_init(&s->metrics);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

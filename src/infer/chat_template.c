@@ -15,26 +15,49 @@
  *           ended by the blank line that is its stop string)
  *           (BOS comes from the tokenizer; contents are stripped of outer
  *           whitespace as the reference template does)
+ *
+ * Used by the server (src/serve) and by strata chat (L8).
  */
-#include "serve/serve_impl.h"
+#include "strata/infer.h"
+
+#include <jansson.h>
 
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-st__srv_template st__srv_template_detect(const char *text, bool llama) {
-    if (text && strstr(text, "<|im_start|>")) return ST_SRV_TEMPLATE_CHATML;
-    if (text && strstr(text, "[INST]")) return ST_SRV_TEMPLATE_LLAMA2;
-    return llama ? ST_SRV_TEMPLATE_LLAMA2 : ST_SRV_TEMPLATE_CHATML;
+st_chat_template st_chat_template_detect(const char *text, bool llama) {
+    if (text && strstr(text, "<|im_start|>")) return ST_CHAT_CHATML;
+    if (text && strstr(text, "[INST]")) return ST_CHAT_LLAMA2;
+    return llama ? ST_CHAT_LLAMA2 : ST_CHAT_CHATML;
 }
 
-const char *st__srv_template_name(st__srv_template t) {
-    return t == ST_SRV_TEMPLATE_LLAMA2 ? "llama-2" : t == ST_SRV_TEMPLATE_PLAIN ? "plain" : "chatml";
+st_chat_template st_chat_template_for(const st_lm *lm, const st_tokenizer *tok,
+                                      const char *text) {
+    if (tok && st_tokenizer_get_kind(tok) == ST_TOK_CHAR) return ST_CHAT_PLAIN;
+    return st_chat_template_detect(text, lm && lm->cfg.arch == ST_ARCH_LLAMA);
 }
 
-const char *st__srv_template_stop(st__srv_template t) {
-    return t == ST_SRV_TEMPLATE_CHATML ? "<|im_end|>" : t == ST_SRV_TEMPLATE_PLAIN ? "\n\n" : NULL;
+char *st_chat_template_read(const char *model_dir) {
+    if (!model_dir) return NULL;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir) >= sizeof path)
+        return NULL;
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!j) return NULL;
+    json_t *t = json_object_get(j, "chat_template");
+    char *out = json_is_string(t) ? st_strdup(json_string_value(t)) : NULL;
+    json_decref(j);
+    return out;
+}
+
+const char *st_chat_template_name(st_chat_template t) {
+    return t == ST_CHAT_LLAMA2 ? "llama-2" : t == ST_CHAT_PLAIN ? "plain" : "chatml";
+}
+
+const char *st_chat_template_stop(st_chat_template t) {
+    return t == ST_CHAT_CHATML ? "<|im_end|>" : t == ST_CHAT_PLAIN ? "\n\n" : NULL;
 }
 
 /* The prompt is built in an st_strbuf; its sticky failure is checked once. */
@@ -54,11 +77,11 @@ static bool is_system(const char *role) {
     return strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
 }
 
-st_status st__srv_template_render(st__srv_template t, const st__srv_message *msgs, int n,
+st_status st_chat_template_render(st_chat_template t, const st_chat_message *msgs, int n,
                                   char **out) {
     st_strbuf b = {0};
     adds(&b, "");
-    if (t == ST_SRV_TEMPLATE_CHATML) {
+    if (t == ST_CHAT_CHATML) {
         for (int i = 0; i < n; i++) {
             adds(&b, "<|im_start|>");
             adds(&b, is_system(msgs[i].role) ? "system" : msgs[i].role);
@@ -67,7 +90,7 @@ st_status st__srv_template_render(st__srv_template t, const st__srv_message *msg
             adds(&b, "<|im_end|>\n");
         }
         adds(&b, "<|im_start|>assistant\n");
-    } else if (t == ST_SRV_TEMPLATE_PLAIN) {
+    } else if (t == ST_CHAT_PLAIN) {
         for (int i = 0; i < n; i++) {
             const char *r = is_system(msgs[i].role) ? "SYSTEM" : msgs[i].role;
             for (const char *c = r; *c; c++) {
