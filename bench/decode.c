@@ -12,10 +12,17 @@
  *   decode:  batch 1, 64 tokens after a 16-token prompt; tokens/s and the
  *            bound weight bytes per token / copy bandwidth (the L1 probe),
  *            i.e. the fraction of the memory-bandwidth bound reached.
+ *   batch rows: the weight products of one decode step over n = 1, 4, 16,
+ *            64 sequences (st_wmatrix_matmul with n rows on every matrix of
+ *            the model), ms per step, the step's cost over n = 1's, weight
+ *            GB/s and GFLOP/s, next to cblas_sgemm on the same shapes with
+ *            the f32 weights (BLAS alone with the cores) as the peer: what
+ *            the server's batching costs in the products.
  * Each figure is the median of --reps runs (default 3). The llama.cpp
- * column (node-llama-cpp on the same GGUF) is the formats work's to add.
+ * column (node-llama-cpp on the same GGUF) is `strata bench llamacpp`.
  * Memory is local and freed on return.
  */
+#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,21 +157,133 @@ static st_status run_one(st_ctx *ctx, const st_lm *lm, int reps, result *res) {
     return bench_engine_speed(ctx, lm, ids, next, reps, &res->prefill_tps, &res->decode_tps);
 }
 
+/* ---- batch rows: the products of one decode step over n sequences -------------------- */
+
+static const int k_batch_n[] = {1, 4, 16, 64};
+#define N_BATCH (int)(sizeof k_batch_n / sizeof k_batch_n[0])
+
+/* every weight matrix of a step, in engine order (the tied head last) */
+static int step_mats(const st_lm *lm, const st_wmatrix **m) {
+    int n = 0;
+    for (int l = 0; l < lm->cfg.n_layer; l++) {
+        const st_lm_layer *L = &lm->layers[l];
+        m[n++] = &L->wq;
+        m[n++] = &L->wk;
+        m[n++] = &L->wv;
+        m[n++] = &L->wo;
+        m[n++] = &L->w_gate;
+        m[n++] = &L->w_up;
+        m[n++] = &L->w_down;
+    }
+    m[n++] = &lm->lm_head;
+    return n;
+}
+
+/* seconds per step: st_wmatrix_matmul (peer = 0) or cblas_sgemm on the same
+ * shapes (peer = 1, f32 weights only; BLAS alone with the cores), median of
+ * reps runs of enough steps to fill ~60 ms */
+static st_status time_step(st_ctx *ctx, const st_lm *lm, int n, int peer, int reps,
+                           const float *x, float *y, double *sec) {
+    const st_wmatrix *m[8 * 64 + 1];
+    if (lm->cfg.n_layer > 64) return st__fail(ST_ERR_INVALID_ARG, "bench decode: too many layers");
+    const int nm = step_mats(lm, m);
+    double t[16];
+    int iters = 1;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up, sizes iters */
+        const double t0 = st_time_s();
+        for (int it = 0; it < iters; it++)
+            for (int i = 0; i < nm; i++) {
+                if (peer)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)m[i]->rows,
+                                (int)m[i]->cols, 1.0f, x, (int)m[i]->cols,
+                                (const float *)m[i]->data, (int)m[i]->cols, 0.0f, y,
+                                (int)m[i]->rows);
+                else ST_TRY(st_wmatrix_matmul(ctx, m[i], x, n, y));
+            }
+        const double dt = (st_time_s() - t0) / iters;
+        if (r < 0) {
+            iters = (int)(0.06 / (dt > 1e-6 ? dt : 1e-6));
+            if (iters < 1) iters = 1;
+            if (iters > 1000) iters = 1000;
+        } else t[r] = dt;
+    }
+    *sec = bench_median(t, reps);
+    return ST_OK;
+}
+
+static st_status run_batch(st_ctx *ctx, const char *name, const st_lm *lm, const st_lm *f32,
+                           int reps, bool json) {
+    const st_model_config *c = &lm->cfg;
+    const int64_t wide = c->vocab_size > c->n_ff ? c->vocab_size : c->n_ff;
+    const int nmax = k_batch_n[N_BATCH - 1];
+    float *x = st_malloc((size_t)nmax * (size_t)wide * sizeof(float));
+    float *y = st_malloc((size_t)nmax * (size_t)wide * sizeof(float));
+    st_status s = x && y ? ST_OK : st__fail(ST_ERR_NOMEM, "bench decode: no memory for batch rows");
+    uint64_t seed = 7;
+    for (int64_t i = 0; !s && i < (int64_t)nmax * wide; i++)
+        x[i] = ((float)(lcg(&seed) & 0xffff) / 65536.0f - 0.5f);
+    const double elems = (double)c->n_layer * (4.0 * c->n_embd * c->n_embd +
+                                               3.0 * c->n_embd * c->n_ff) +
+                         (double)c->vocab_size * c->n_embd;
+    const double bytes = (double)st_lm_weight_bytes(lm);
+    const char *tn = st_wtype_name(lm->layers[0].wq.type);
+    double t1 = 0;
+    for (int b = 0; !s && b < N_BATCH; b++) {
+        const int n = k_batch_n[b];
+        double t = 0, tp = 0;
+        s = time_step(ctx, lm, n, 0, reps, x, y, &t);
+        if (!s) s = time_step(ctx, f32, n, 1, reps, x, y, &tp);
+        if (s) break;
+        if (b == 0) t1 = t;
+        const double gbs = bytes / t / 1e9, gflops = 2.0 * elems * n / t / 1e9;
+        if (json) {
+            json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:f, s:f, s:f}", "bench",
+                                  "batch_rows", "model", name, "type", tn, "n", n, "step_ms",
+                                  t * 1e3, "vs_n1", t / t1, "weight_gbs", gbs, "gflops", gflops,
+                                  "sgemm_step_ms", tp * 1e3);
+            char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            if (txt) printf("%s\n", txt);
+            free(txt);
+            json_decref(j);
+        } else {
+            printf("%-12s %-5s %4d %9.3f %7.2f %8.1f %8.1f %9.3f %8.2f\n", name, tn, n, t * 1e3,
+                   t / t1, gbs, gflops, tp * 1e3, tp / t);
+        }
+    }
+    st_free(x);
+    st_free(y);
+    return s;
+}
+
 int bench_decode_main(int argc, char **argv) {
     long reps = 3, threads = 0;
-    bool json = false, no_q8 = false;
+    bool json = false, no_q8 = false, batch_only = false, no_batch = false;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            printf("usage: strata bench decode [--reps N] [--threads N] [--no-q8] [--json]\n\n"
+            printf("usage: strata bench decode [--reps N] [--threads N] [--no-q8] [--batch-only]\n"
+                   "                           [--no-batch] [--json]\n\n"
                    "Prefill and batch-1 decode tokens/s of random llama models shaped like\n"
                    "stories15M and stories110M (f32 and q8_0), against the sgemm peak and\n"
                    "the memory-bandwidth bound (weight bytes per token / copy GB/s), both\n"
-                   "measured in the same run. Medians of --reps runs (default 3, at most 16).\n");
+                   "measured in the same run. Medians of --reps runs (default 3, at most 16).\n\n"
+                   "Then batch rows: the weight products of one decode step over n = 1, 4,\n"
+                   "16, 64 sequences (st_wmatrix_matmul with n rows, every matrix of the\n"
+                   "model once): ms per step, the step's cost relative to n = 1, weight GB/s\n"
+                   "and GFLOP/s, next to cblas_sgemm on the same shapes with f32 weights\n"
+                   "(BLAS alone with the cores) as the peer.\n\n"
+                   "  --reps N       repetitions per figure (default 3)\n"
+                   "  --threads N    pool threads (default: STRATA_THREADS, else all cores)\n"
+                   "  --no-q8        f32 models only\n"
+                   "  --batch-only   only the batch-rows table\n"
+                   "  --no-batch     skip the batch-rows table\n"
+                   "  --json         JSON Lines (batch rows carry \"bench\": \"batch_rows\")\n");
             return 0;
         }
         if (!strcmp(k, "--json")) json = true;
         else if (!strcmp(k, "--no-q8")) no_q8 = true;
+        else if (!strcmp(k, "--batch-only")) batch_only = true;
+        else if (!strcmp(k, "--no-batch")) no_batch = true;
         else if (!strcmp(k, "--reps") && v && cli_parse_long(v, &reps) && reps >= 1 && reps <= 16) i++;
         else if (!strcmp(k, "--threads") && v && cli_parse_long(v, &threads) && threads >= 1) i++;
         else return cli_usage_error("bench decode", "bad option '%s'", k);
@@ -184,12 +303,13 @@ int bench_decode_main(int argc, char **argv) {
         return cli_fail("bench decode", s);
     }
     if (!json)
-        printf("machine: sgemm %.1f GFLOP/s, copy %.1f GB/s, %d threads\n\n"
-               "%-12s %-5s %9s %9s %8s %10s %10s %8s\n",
-               hw.sgemm_gflops, hw.copy_gbs, hw.n_threads, "model", "type", "MB/token",
+        printf("machine: sgemm %.1f GFLOP/s, copy %.1f GB/s, %d threads\n\n",
+               hw.sgemm_gflops, hw.copy_gbs, hw.n_threads);
+    if (!json && !batch_only)
+        printf("%-12s %-5s %9s %9s %8s %10s %10s %8s\n", "model", "type", "MB/token",
                "prefill", "vs sgemm", "decode", "bound", "vs bound");
     int rc = 0;
-    for (size_t m = 0; m < sizeof k_shapes / sizeof k_shapes[0] && !rc; m++) {
+    for (size_t m = 0; m < sizeof k_shapes / sizeof k_shapes[0] && !rc && !batch_only; m++) {
         st_lm *f32 = NULL;
         s = make_model(&k_shapes[m], &f32);
         if (s) {
@@ -242,10 +362,28 @@ int bench_decode_main(int argc, char **argv) {
         }
         st_lm_free(f32);
     }
-    if (!json && !rc)
+    if (!json && !rc && !batch_only)
         printf("\nprefill: tokens/s of a 128-token prompt; vs sgemm = its GFLOP/s / the sgemm "
                "peak (goal >= 0.7)\ndecode: batch 1 after 16 tokens; bound = copy GB/s / weight "
                "bytes per token; vs bound goal >= 0.8\n");
+    if (!json && !rc && !no_batch)
+        printf("\nbatch rows (weight products of one decode step over n sequences)\n"
+               "%-12s %-5s %4s %9s %7s %8s %8s %9s %8s\n", "model", "type", "n", "ms/step",
+               "x n=1", "GB/s", "GFLOP/s", "sgemm ms", "vs sgemm");
+    for (size_t m = 0; m < sizeof k_shapes / sizeof k_shapes[0] && !rc && !no_batch; m++) {
+        st_lm *f32 = NULL, *q8 = NULL;
+        s = make_model(&k_shapes[m], &f32);
+        if (!s) s = run_batch(ctx, k_shapes[m].name, f32, f32, (int)reps, json);
+        if (!s && !no_q8) s = st_lm_quantize(f32, ST_WT_Q8_0, &q8);
+        if (!s && q8) s = run_batch(ctx, k_shapes[m].name, q8, f32, (int)reps, json);
+        if (s) rc = cli_fail("bench decode", s);
+        st_lm_free(q8);
+        st_lm_free(f32);
+    }
+    if (!json && !rc && !no_batch)
+        printf("\nx n=1: the step's time over the n = 1 step's (n sequences for the cost of this "
+               "many single steps);\nGB/s: weight bytes / time; vs sgemm: sgemm's time / ours "
+               "(> 1: faster than sgemm)\n");
     st_ctx_free(ctx);
     return rc;
 }

@@ -10,9 +10,11 @@
  * 3. Every SIMD level (and AVX-512 with and without VNNI) against the scalar
  *    kernels: block dots with unit scales are integers and must match
  *    exactly; with random scales within 1e-5 relative.
- * 4. st_wmatrix_matmul at every level, every type, n = 1, 2, 7, 64 and odd
- *    row counts against a double-precision product of the dequantized
- *    weights, within the bound that x's own q8_0 rounding allows.
+ * 4. st_wmatrix_matmul at every level, every type, n = 1, 2, 7, 64, 70, 130
+ *    and odd row counts against a double-precision product of the
+ *    dequantized weights, within the bound that x's own q8_0 rounding allows.
+ * 5. No allocation in steady state: repeated products reuse the calling
+ *    thread's scratch; st_wmatrix_scratch_release gives every byte back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -313,12 +315,58 @@ static void test_matmul_levels(void **state) {
         st_ctx *ctx = NULL;
         assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
         const char *name = st_hw_simd_level_name((st_simd_level)lvl);
-        for (int t = 0; t < ST_WT_COUNT_; t++)
+        for (int t = 0; t < ST_WT_COUNT_; t++) {
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
                     check_matmul(ctx, name, (st_wtype)t, shapes[s][0], shapes[s][1], ns[in]);
+            /* past the f32 sgemm crossover and the 64-row x chunks of the integer kernels */
+            check_matmul(ctx, name, (st_wtype)t, 37, 64, 70);
+            check_matmul(ctx, name, (st_wtype)t, 37, 64, 130);
+        }
         st_ctx_free(ctx);
     }
+}
+
+/* Steady state: once the calling thread's scratch has grown to a product,
+ * repeating it (or a smaller one) allocates nothing; releasing the scratch
+ * returns every byte. */
+static void test_matmul_no_steady_alloc(void **state) {
+    (void)state;
+    st_ctx *ctx = NULL;
+    st_ctx_params p = st_ctx_default_params();
+    p.cpu.n_threads = 2;
+    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+    enum { ROWS = 96, COLS = 128, N = 16 };
+    float *wf = malloc(ROWS * COLS * 4), *x = malloc(N * COLS * 4), *y = malloc(N * ROWS * 4);
+    for (int i = 0; i < ROWS * COLS; i++) wf[i] = frand();
+    for (int i = 0; i < N * COLS; i++) x[i] = frand();
+    const st_wtype types[] = {ST_WT_F32, ST_WT_Q8_0, ST_WT_Q4_0, ST_WT_F16};
+    { /* warm up: the pool's workers free their start-up arguments once running */
+        const st_wmatrix w = {ST_WT_F32, ROWS, COLS, wf, COLS * 4};
+        assert_int_equal(st_wmatrix_matmul(ctx, &w, x, N, y), ST_OK);
+    }
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        const size_t rb = st_wtype_row_bytes(types[t], COLS);
+        uint8_t *wq = malloc(rb * ROWS);
+        for (int r = 0; r < ROWS; r++)
+            assert_int_equal(st_quantize_row(types[t], wf + r * COLS, COLS, wq + r * rb), ST_OK);
+        const st_wmatrix w = {types[t], ROWS, COLS, wq, rb};
+        st_wmatrix_scratch_release(); /* earlier tests grew it */
+        const int64_t live0 = st_alloc_get_stats().live_bytes;
+        assert_int_equal(st_wmatrix_matmul(ctx, &w, x, N, y), ST_OK); /* may grow the scratch */
+        const uint64_t n0 = st_alloc_get_stats().n_alloc;
+        for (int rep = 0; rep < 5; rep++)
+            for (int n = 1; n <= N; n += 5)
+                assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+        assert_int_equal(st_alloc_get_stats().n_alloc, n0);
+        st_wmatrix_scratch_release();
+        assert_int_equal(st_alloc_get_stats().live_bytes, live0);
+        free(wq);
+    }
+    free(wf);
+    free(x);
+    free(y);
+    st_ctx_free(ctx);
 }
 
 static void test_matmul_args(void **state) {
@@ -343,7 +391,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_hand),        cmocka_unit_test(test_q4_0_hand),
         cmocka_unit_test(test_types_and_args),   cmocka_unit_test(test_round_trip_bounds),
         cmocka_unit_test(test_kernel_levels),    cmocka_unit_test(test_matmul_levels),
-        cmocka_unit_test(test_matmul_args),
+        cmocka_unit_test(test_matmul_args),      cmocka_unit_test(test_matmul_no_steady_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,14 +80,30 @@ st_status st_dequantize_row(st_wtype t, const void *src, int64_t n, float *y);
  * Errors: ST_ERR_BOUNDS (row outside [0, rows)), ST_ERR_INVALID_ARG. */
 st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out);
 
-/* y[n, rows] = x[n, cols] . W^T over ctx's pool (and BLAS for f32 weights
- * when n > 1: never both at once). x and y are contiguous f32 and must not
- * overlap. Quantized weights: each x row is quantized to q8_0 and dotted by
- * the integer kernels; large n may dequantize tiles of W and use sgemm.
+/* y[n, rows] = x[n, cols] . W^T over ctx's pool (and BLAS for large n:
+ * never both multithreaded at once). x and y are contiguous f32 and must
+ * not overlap. Below a crossover in n (64 for f32, q8_0 and q4_0; 32 for
+ * f16/bf16) the pool threads split W's rows and run register-blocked
+ * small-n kernels that read each weight row from memory once for all n
+ * inputs (decode, n = 1, and the server's decode batches); quantized
+ * weights meet x quantized to q8_0 per row (as llama.cpp does) in integer
+ * dots. From the crossover on, f32 weights go to one cblas_sgemm and the
+ * others are dequantized in tiles for single-threaded sgemm per pool thread.
+ * Scratch (quantized x, tiles) lives in a buffer owned by the calling
+ * thread, grown once to the largest product and reused: a steady decode
+ * loop does not allocate. It is freed when the thread exits, or by
+ * st_wmatrix_scratch_release. Calls from different threads (with different
+ * contexts) may run at once.
  * Errors: ST_ERR_INVALID_ARG (NULL, n < 0, a malformed st_wmatrix),
- * ST_ERR_NOMEM. */
+ * ST_ERR_NOMEM (growing the scratch). */
 st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
                             float *y);
+
+/* Frees the calling thread's product scratch (st_wmatrix_matmul grows it
+ * again when next needed). Optional: thread exit frees it too; useful for a
+ * long-lived thread that is done with products, or a test that counts live
+ * bytes. */
+void st_wmatrix_scratch_release(void);
 
 #ifdef __cplusplus
 }

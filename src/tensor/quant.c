@@ -4,24 +4,32 @@
  *
  * The product picks one of three paths (measured on the 2-core Zen VM; see
  * docs/L3-tensors.md):
- *  - dot: each thread of the pool takes a contiguous run of output rows and
- *    dots every row with every x row through the CPU backend's kernel table
- *    of the context's SIMD level (kernels.h: f32 dot, f16/bf16 converted on
- *    the fly, q8_0 x q8_0 and q4_0 x q8_0 integer dots with x quantized to
- *    q8_0 first, as llama.cpp does). A row is read from memory once per
- *    call, so decode (n = 1) streams the weights at memory bandwidth.
- *  - f32 weights, n >= F32_SGEMM_MIN_N: one cblas_sgemm, BLAS alone with the cores while
- *    the pool waits.
- *  - other weights, n >= QTILE_MIN_N[_Q8] (prefill): each pool thread dequantizes
- *    tiles of QTILE_ROWS rows to f32 and runs single-threaded sgemm on them
- *    (BLAS set to one thread for the call: never both multithreaded).
- * Scratch (quantized x, tiles) is allocated per call. st_wmatrix is
- * read-only; products may run concurrently from different contexts.
+ *  - small-n: each thread of the pool takes a contiguous run of output rows
+ *    (multiples of 16) and runs the CPU backend's register-blocked kernels of
+ *    the context's SIMD level on it (kernels.h: gemm_f32, gemm_q8_0,
+ *    gemm_q4_0; tiles of 4 weight rows x up to 4 x rows), so W is read from
+ *    memory once per call whatever n is: decode (n = 1) streams the weights at
+ *    memory bandwidth and a decode batch of n sequences pays the arithmetic,
+ *    not n weight reads. Quantized weights meet x quantized to q8_0 first
+ *    (quantize_q8, as llama.cpp does), x taken in chunks of MM_X_CHUNK rows.
+ *    f16/bf16 weights use one converting dot per (row, x row).
+ *  - f32 weights, n >= F32_SGEMM_MIN_N: one cblas_sgemm, BLAS alone with the
+ *    cores while the pool waits.
+ *  - f16/bf16 weights, n >= QTILE_MIN_N (prefill): each pool thread
+ *    dequantizes tiles of QTILE_ROWS rows to f32 and runs single-threaded
+ *    sgemm on them (BLAS set to one thread for the call: never both
+ *    multithreaded). q8_0/q4_0 stay on their integer kernels at every n.
+ * Scratch (quantized x, tiles) is one buffer per calling thread, grown to the
+ * largest product and kept (thread-local; a pthread key frees it at thread
+ * exit, st_wmatrix_scratch_release sooner), so steady decode does not
+ * allocate. st_wmatrix is read-only; products may run concurrently from
+ * different threads with different contexts.
  */
 #include "strata/quant.h"
 
 #include <cblas.h>
 #include <limits.h>
+#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
@@ -161,20 +169,64 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out) {
                              w->cols, out);
 }
 
+/* ---- per-thread scratch ----------------------------------------------------------- */
+
+/* The calling thread's scratch, at least `bytes` long, contents not kept;
+ * grown (by half again at least) and never shrunk, so a steady decode loop
+ * allocates nothing. The pthread key frees it when the thread exits. */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_key_ok;
+static _Thread_local void *t_scratch;
+static _Thread_local size_t t_scratch_bytes;
+
+static void scratch_destroy(void *p) { st_free(p); }
+
+static void scratch_key_init(void) {
+    g_scratch_key_ok = pthread_key_create(&g_scratch_key, scratch_destroy) == 0;
+}
+
+static void *scratch_get(size_t bytes) {
+    if (bytes <= t_scratch_bytes) return t_scratch;
+    pthread_once(&g_scratch_once, scratch_key_init);
+    size_t want = bytes;
+    if (want < t_scratch_bytes + t_scratch_bytes / 2) want = t_scratch_bytes + t_scratch_bytes / 2;
+    void *p = st_malloc(want);
+    if (!p) return NULL;
+    st_free(t_scratch);
+    t_scratch = p;
+    t_scratch_bytes = want;
+    if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, p);
+    return p;
+}
+
+void st_wmatrix_scratch_release(void) {
+    st_free(t_scratch);
+    t_scratch = NULL;
+    t_scratch_bytes = 0;
+    if (g_scratch_key_ok) pthread_setspecific(g_scratch_key, NULL);
+}
+
 /* ---- products ---------------------------------------------------------------- */
 
 #define QTILE_ROWS 64  /* rows of W dequantized per sgemm tile */
-/* n from which non-f32 products dequantize tiles + sgemm instead of dotting
- * rows. Measured (one thread, CPU time, W 2048 x 768, Zen VM): the dots
- * cost ~0.047 ms per x row for q8_0, ~0.057 f16/bf16, ~0.069 q4_0; the
- * tiles ~0.9 ms of dequantization plus ~0.033 ms per x row. Crossovers:
- * q8_0 ~55, q4_0 ~33, f16/bf16 ~26 (docs/L3-tensors.md). */
-#define QTILE_MIN_N_Q8 64
+/* n from which non-f32 products dequantize tiles + sgemm instead of using
+ * the small-n kernels (q8_0, q4_0) or the row dots (f16, bf16). Measured on
+ * the 2-core Zen VM (strata bench decode's batch rows and a micro-bench;
+ * docs/L3-tensors.md): see the numbers there. */
 #define QTILE_MIN_N 32
-/* n from which f32 products go to cblas_sgemm; below it (decode batches) the
- * dot path reads each weight row once for all n inputs, where sgemm would
- * first pack the whole weight matrix (measured: strata bench serve) */
+/* q8_0 / q4_0 never take the tile path: the small-n integer kernels beat
+ * dequantize + single-threaded sgemm at every n measured (1..512), e.g. one
+ * thread, W 2048 x 768, n = 64: 1.7 ms against 2.8 ms for the sgemm alone */
+/* input rows per small-n kernel call: x's q8_0 rows of a chunk stay in L2
+ * while the thread's weight rows stream past them once per chunk */
+#define MM_X_CHUNK 64
+/* n from which f32 products go to cblas_sgemm; below it the small-n kernels
+ * read each weight row once for all n inputs, where sgemm would first pack
+ * the whole weight matrix */
 #define F32_SGEMM_MIN_N 64
+/* rows per pool thread below which a product runs on the calling thread */
+#define MM_MIN_ROWS_PER_THREAD 16
 
 typedef struct mm_job {
     const st_wmatrix *w;
@@ -183,8 +235,8 @@ typedef struct mm_job {
     float *y;
     const st_cpu_kernels *k;
     const st_cpu_qkernels *qk;
-    const uint8_t *xq;   /* x quantized to q8_0, n rows of xq_bytes */
-    size_t xq_bytes;
+    const int8_t *xqs;   /* small-n q8_0/q4_0: x quantized, n rows of cols int8 */
+    const float *xd;     /* and n rows of cols/32 scales */
     float *tiles;        /* tile path: nth tiles of QTILE_ROWS * cols floats */
     int64_t row_align;   /* thread boundaries fall on multiples of this */
 } mm_job;
@@ -197,33 +249,40 @@ static void mm_split(const mm_job *j, int ith, int nth, int64_t *r0, int64_t *r1
     *r1 = e < rows ? e : rows;
 }
 
-/* y[i, r] for r in [r0, r1) and every i, one dot kernel call each */
-static void mm_dot_rows(const mm_job *j, int64_t r0, int64_t r1) {
+/* y[i, r] for r in [r0, r1) and every i */
+static void mm_rows(const mm_job *j, int64_t r0, int64_t r1) {
     const st_wmatrix *w = j->w;
     const int64_t K = w->cols, R = w->rows;
-    for (int64_t r = r0; r < r1; r++) {
-        const char *wr = (const char *)w->data + (size_t)r * w->row_bytes;
-        for (int64_t i = 0; i < j->n; i++) {
-            float v;
-            switch (w->type) {
-            case ST_WT_F32: v = j->k->dot(K, (const float *)wr, j->x + i * K); break;
-            case ST_WT_F16: v = j->qk->dot_f16_f32(K, (const uint16_t *)wr, j->x + i * K); break;
-            case ST_WT_BF16: v = j->qk->dot_bf16_f32(K, (const uint16_t *)wr, j->x + i * K); break;
-            case ST_WT_Q8_0:
-                v = j->qk->dot_q8_0_q8_0(K, wr, j->xq + (size_t)i * j->xq_bytes);
-                break;
-            default: v = j->qk->dot_q4_0_q8_0(K, wr, j->xq + (size_t)i * j->xq_bytes); break;
-            }
-            j->y[i * R + r] = v;
+    if (r1 <= r0) return;
+    const char *w0 = (const char *)w->data + (size_t)r0 * w->row_bytes;
+    if (w->type == ST_WT_F32 || w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0) {
+        for (int64_t i0 = 0; i0 < j->n; i0 += MM_X_CHUNK) {
+            const int64_t nx = j->n - i0 < MM_X_CHUNK ? j->n - i0 : MM_X_CHUNK;
+            float *y0 = j->y + i0 * R + r0;
+            if (w->type == ST_WT_F32)
+                j->qk->gemm_f32(K, r1 - r0, (const float *)w0, nx, j->x + i0 * K, y0, R);
+            else if (w->type == ST_WT_Q8_0)
+                j->qk->gemm_q8_0(K, r1 - r0, w0, nx, j->xqs + i0 * K, j->xd + i0 * (K / ST_QK),
+                                 y0, R);
+            else
+                j->qk->gemm_q4_0(K, r1 - r0, w0, nx, j->xqs + i0 * K, j->xd + i0 * (K / ST_QK),
+                                 y0, R);
         }
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) { /* f16, bf16: one converting dot per pair */
+        const uint16_t *wr = (const uint16_t *)((const char *)w->data + (size_t)r * w->row_bytes);
+        for (int64_t i = 0; i < j->n; i++)
+            j->y[i * R + r] = w->type == ST_WT_F16 ? j->qk->dot_f16_f32(K, wr, j->x + i * K)
+                                                   : j->qk->dot_bf16_f32(K, wr, j->x + i * K);
     }
 }
 
-static void mm_dot_fn(void *arg, int ith, int nth) {
+static void mm_rows_fn(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     int64_t r0, r1;
     mm_split(j, ith, nth, &r0, &r1);
-    mm_dot_rows(j, r0, r1);
+    mm_rows(j, r0, r1);
 }
 
 /* dequantize W rows [r0, r1) in tiles and sgemm them against all of x */
@@ -245,6 +304,15 @@ static void mm_tile_fn(void *arg, int ith, int nth) {
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nr, (int)K, 1.0f,
                     j->x, (int)K, tile, (int)K, 0.0f, j->y + t, (int)R);
+    }
+}
+
+static int64_t tile_min_n(st_wtype t) {
+    switch (t) {
+    case ST_WT_F32: return F32_SGEMM_MIN_N;
+    case ST_WT_Q8_0:
+    case ST_WT_Q4_0: return INT64_MAX;
+    default: return QTILE_MIN_N;
     }
 }
 
@@ -272,37 +340,39 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
     const bool blas_ok = n <= INT_MAX && w->rows <= INT_MAX && w->cols <= INT_MAX;
     mm_job j = {.w = w, .x = x, .n = n, .y = y, .k = k, .qk = qk, .row_align = 16};
 
-    if (w->type == ST_WT_F32 && n >= F32_SGEMM_MIN_N && blas_ok) {
-        /* the pool is idle here: BLAS has the cores alone */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w->rows, (int)w->cols,
-                    1.0f, x, (int)w->cols, (const float *)w->data, (int)w->cols, 0.0f, y,
-                    (int)w->rows);
-        return ST_OK;
-    }
-    const int64_t tile_n = w->type == ST_WT_Q8_0 ? QTILE_MIN_N_Q8 : QTILE_MIN_N;
-    if (w->type != ST_WT_F32 && n >= tile_n && blas_ok) {
+    if (n >= tile_min_n(w->type) && blas_ok) {
+        if (w->type == ST_WT_F32) {
+            /* the pool is idle here: BLAS has the cores alone */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)w->rows,
+                        (int)w->cols, 1.0f, x, (int)w->cols, (const float *)w->data,
+                        (int)w->cols, 0.0f, y, (int)w->rows);
+            return ST_OK;
+        }
         j.row_align = QTILE_ROWS;
-        j.tiles = st_malloc((size_t)nth * QTILE_ROWS * (size_t)w->cols * sizeof(float));
+        j.tiles = scratch_get((size_t)nth * QTILE_ROWS * (size_t)w->cols * sizeof(float));
         if (!j.tiles) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (tiles)");
         const int blas_threads = st_hw_blas_get_threads();
         st_hw_blas_set_threads(1); /* one BLAS thread inside each pool thread */
         if (pool) st_pool_run(pool, mm_tile_fn, &j);
         else mm_tile_fn(&j, 0, 1);
         st_hw_blas_set_threads(blas_threads);
-        st_free(j.tiles);
         return ST_OK;
     }
-    uint8_t *xq = NULL;
     if (w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0) {
-        j.xq_bytes = st_wtype_row_bytes(ST_WT_Q8_0, w->cols);
-        xq = st_malloc((size_t)n * j.xq_bytes);
-        if (!xq) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (q8_0 x)");
+        /* x to q8_0 values: n rows of cols int8, then n rows of cols/32 scales */
+        const size_t qs_bytes = ((size_t)n * (size_t)w->cols + 63) / 64 * 64;
+        uint8_t *s = scratch_get(qs_bytes + (size_t)n * (size_t)(w->cols / ST_QK) * sizeof(float));
+        if (!s) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (q8_0 x)");
+        int8_t *xqs = (int8_t *)s;
+        float *xd = (float *)(s + qs_bytes);
         for (int64_t i = 0; i < n; i++)
-            st_quantize_row(ST_WT_Q8_0, x + i * w->cols, w->cols, xq + (size_t)i * j.xq_bytes);
-        j.xq = xq;
+            qk->quantize_q8(w->cols, x + i * w->cols, xqs + i * w->cols,
+                            xd + i * (w->cols / ST_QK));
+        j.xqs = xqs;
+        j.xd = xd;
     }
-    if (pool && nth > 1 && w->rows >= 2 * j.row_align) st_pool_run(pool, mm_dot_fn, &j);
-    else mm_dot_rows(&j, 0, w->rows);
-    st_free(xq);
+    if (pool && nth > 1 && w->rows >= (int64_t)nth * MM_MIN_ROWS_PER_THREAD)
+        st_pool_run(pool, mm_rows_fn, &j);
+    else mm_rows(&j, 0, w->rows);
     return ST_OK;
 }

@@ -131,6 +131,32 @@ typedef struct st_cpu_qkernels {
     float (*dot_q4_0_q8_0)(int64_t n, const void *w, const void *x);
     float (*dot_f16_f32)(int64_t n, const uint16_t *w, const float *x);
     float (*dot_bf16_f32)(int64_t n, const uint16_t *w, const float *x);
+
+    /* ---- small-n products (kernels_small*.c) ----
+     * Register-blocked y = x . W^T for a run of nr weight rows and nx input
+     * rows: y[i * ldy + r] = dot(W row r, x row i), r < nr, i < nx. Each
+     * tile of 4 weight rows is streamed from memory once and dotted against
+     * up to 4 (AVX-512) or 2 (AVX2, scalar: 1) input rows held in registers;
+     * the next input tile re-reads those 4 rows from L1. So an nx-row
+     * product reads W from memory once, and decode (nx = 1) uses the same
+     * kernels. Weight rows are contiguous (f32: k floats apart; q8_0/q4_0:
+     * k/32 blocks apart), input rows k elements apart, y rows ldy floats. */
+    /* f32 weights, f32 inputs; any k >= 0. */
+    void (*gemm_f32)(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
+                     float *y, int64_t ldy);
+    /* q8_0 / q4_0 weights against inputs quantized by quantize_q8 (xqs:
+     * nx rows of k int8, xd: nx rows of k/32 f32 scales); k a multiple of
+     * 32. Per block: (integer dot) * (d_w * d_x), summed in f32, as the
+     * block dots above. */
+    void (*gemm_q8_0)(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                      const float *xd, float *y, int64_t ldy);
+    void (*gemm_q4_0)(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                      const float *xd, float *y, int64_t ldy);
+    /* One input row of k floats (a multiple of 32) to q8_0 values split
+     * into qs[k] and d[k/32]: exactly st_quantize_row(ST_WT_Q8_0)'s
+     * numbers (d = f16(amax / 127) as f32, qs = roundf(x / unrounded d),
+     * ties away from zero) at every level. */
+    void (*quantize_q8)(int64_t k, const float *x, int8_t *qs, float *d);
 } st_cpu_qkernels;
 
 #define ST_CPU_Q8_0_BYTES 34
@@ -138,6 +164,31 @@ typedef struct st_cpu_qkernels {
 
 /* The table of a level, or NULL when not compiled in (kernels_q.c). */
 const st_cpu_qkernels *st__cpu_qkernels(st_simd_level level);
+/* the small-n functions of each level (kernels_small*.c), for the tables */
+void st__k_gemm_f32_scalar(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
+                           float *y, int64_t ldy);
+void st__k_gemm_q8_0_scalar(int64_t k, int64_t nr, const void *w, int64_t nx,
+                            const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_gemm_q4_0_scalar(int64_t k, int64_t nr, const void *w, int64_t nx,
+                            const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d);
+#if defined(__x86_64__)
+void st__k_gemm_f32_avx2(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
+                         float *y, int64_t ldy);
+void st__k_gemm_q8_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
+                          const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
+                          const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d);
+void st__k_gemm_f32_avx512(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
+                           float *y, int64_t ldy);
+/* these two pick VNNI or AVX-512BW as the block dots do (the override below) */
+void st__k_gemm_q8_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
+                            const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
+                            const int8_t *xqs, const float *xd, float *y, int64_t ldy);
+void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d);
+#endif
 extern const st_cpu_qkernels st__cpu_qkernels_scalar;
 #if defined(__x86_64__)
 extern const st_cpu_qkernels st__cpu_qkernels_avx2;

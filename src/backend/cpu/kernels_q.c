@@ -63,6 +63,10 @@ const st_cpu_qkernels st__cpu_qkernels_scalar = {
     .dot_q4_0_q8_0 = k_dot_q4_0_q8_0,
     .dot_f16_f32 = k_dot_f16_f32,
     .dot_bf16_f32 = k_dot_bf16_f32,
+    .gemm_f32 = st__k_gemm_f32_scalar,
+    .gemm_q8_0 = st__k_gemm_q8_0_scalar,
+    .gemm_q4_0 = st__k_gemm_q4_0_scalar,
+    .quantize_q8 = st__k_quantize_q8_scalar,
 };
 
 const st_cpu_qkernels *st__cpu_qkernels(st_simd_level level) {

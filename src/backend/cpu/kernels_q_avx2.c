@@ -122,6 +122,10 @@ const st_cpu_qkernels st__cpu_qkernels_avx2 = {
     .dot_q4_0_q8_0 = k_dot_q4_0_q8_0,
     .dot_f16_f32 = k_dot_f16_f32,
     .dot_bf16_f32 = k_dot_bf16_f32,
+    .gemm_f32 = st__k_gemm_f32_avx2,
+    .gemm_q8_0 = st__k_gemm_q8_0_avx2,
+    .gemm_q4_0 = st__k_gemm_q4_0_avx2,
+    .quantize_q8 = st__k_quantize_q8_avx2,
 };
 
 #endif /* __x86_64__ */
