@@ -36,6 +36,11 @@ static void usage(FILE *f) {
             "  --max-queue N           waiting sequences before 429 (default %d)\n"
             "  --max-batch-tokens N    tokens per forward pass (default %d)\n"
             "  --prefill-chunk N       prompt tokens per sequence per pass (default %d)\n"
+            "  --prefill-while-decoding N\n"
+            "                          while sequences decode, prompt tokens per pass: at most N\n"
+            "                          or half the decoding sequences, whichever is more; bounds\n"
+            "                          how much a joining prompt delays the running streams\n"
+            "                          (default %d)\n"
             "  --kv-blocks N           KV cache size in blocks (default: %d-token contexts / 4 per\n"
             "                          running sequence, at least two full contexts)\n"
             "  --block-tokens N        tokens per KV block (default %d)\n"
@@ -49,8 +54,8 @@ static void usage(FILE *f) {
             "  -v, --verbose           log requests\n"
             "  --help                  this text\n",
             d.host, d.port, d.max_running, d.max_queue, d.max_batch_tokens, d.prefill_chunk,
-            0, d.block_tokens, d.max_tokens, d.max_body_bytes, d.request_timeout_s,
-            d.shutdown_grace_s);
+            d.prefill_while_decoding, 0, d.block_tokens, d.max_tokens, d.max_body_bytes,
+            d.request_timeout_s, d.shutdown_grace_s);
 }
 
 static st_server *g_server;
@@ -95,6 +100,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(k, "--max-queue")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 1 << 20, p.max_queue = (int)v;
         else if (!strcmp(k, "--max-batch-tokens")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 1 << 20, p.max_batch_tokens = (int)v;
         else if (!strcmp(k, "--prefill-chunk")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 1 << 20, p.prefill_chunk = (int)v;
+        else if (!strcmp(k, "--prefill-while-decoding")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 1 << 20, p.prefill_while_decoding = (int)v;
         else if (!strcmp(k, "--kv-blocks")) ok = cli_parse_long(val, &v) && v >= 1, p.kv_blocks = v;
         else if (!strcmp(k, "--block-tokens")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 4096, p.block_tokens = (int)v;
         else if (!strcmp(k, "--max-tokens")) ok = cli_parse_long(val, &v) && v >= 1 && v <= 1 << 24, p.max_tokens = (int)v;

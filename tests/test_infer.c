@@ -36,6 +36,8 @@
 #include <string.h>
 
 #include "infer/infer_impl.h"
+#include "infer/infer_kernels.h"
+#include "strata/hw.h"
 
 static st_ctx *g_ctx;
 
@@ -157,13 +159,15 @@ static void parity(st_arch arch) {
         assert_true(rel_err(lg + V, ref[1] + 14 * V, V) <= 1e-4);
         assert_true(rel_err(all1, ref[1] + 9 * V, 6 * V) <= 1e-4);
         assert_true(rel_err(lg + 2 * V, ref[2] + 22 * V, V) <= 1e-4);
+        /* logits rows out of order here (the head's output is copied), in
+         * order above (written in place) */
         st_engine_seq dec[2] = {
-            {.seq = &sq[0], .tokens = ids[0] + 17, .n_tokens = 1, .logits = lg},
-            {.seq = &sq[1], .tokens = ids[1] + 15, .n_tokens = 1, .logits = lg + V},
+            {.seq = &sq[0], .tokens = ids[0] + 17, .n_tokens = 1, .logits = lg + V},
+            {.seq = &sq[1], .tokens = ids[1] + 15, .n_tokens = 1, .logits = lg},
         };
         OK(st_engine_forward(e, dec, 2));
-        assert_true(rel_err(lg, ref[0] + 17 * V, V) <= 1e-4);
-        assert_true(rel_err(lg + V, ref[1] + 15 * V, V) <= 1e-4);
+        assert_true(rel_err(lg + V, ref[0] + 17 * V, V) <= 1e-4);
+        assert_true(rel_err(lg, ref[1] + 15 * V, V) <= 1e-4);
 
         /* (4) prefix sharing: fork seq 1's first 14 tokens (a partial block of 4-token
          * blocks), continue the fork with seq 0's... no: with ids[1][14..] and check; the
@@ -430,6 +434,62 @@ static void test_sampler(void **state) {
         st_sampler_free(s);
     }
 
+    /* top-p over a large vocabulary: the nucleus found among the 256 most likely (a
+     * peaked distribution) or by sorting everything (a flat one, nucleus of thousands)
+     * draws exactly what a full sort draws (top-k V-1 takes the full-sort path and cuts
+     * only the least likely token, never in these nuclei), and only inside the nucleus */
+    {
+        enum { BV = 4096 };
+        float *big = malloc(BV * sizeof *big), *w = malloc(BV * sizeof *w);
+        for (int shape = 0; shape < 2; shape++) {
+            uint32_t rng = 77u;
+            for (int i = 0; i < BV; i++) {
+                rng = rng * 1664525u + 1013904223u;
+                float noise = (float)((rng >> 8) & 0xFFFF) / 65536.0f;
+                big[i] = shape == 0 ? (i % 97 == 0 ? 8.0f + noise : noise) : 0.1f * noise;
+            }
+            big[BV - 1] = -50.0f; /* the token top-k V-1 drops */
+            st_sampler_params pa = st_sampler_default_params();
+            pa.top_p = shape == 0 ? 0.8f : 0.9f;
+            pa.seed = 31;
+            st_sampler_params pb = pa;
+            pb.top_k = BV - 1;
+            st_sampler *sa = NULL, *sb = NULL;
+            OK(st_sampler_new(&pa, BV, &sa));
+            OK(st_sampler_new(&pb, BV, &sb));
+            /* the nucleus by brute force: the smallest set of the most likely tokens
+             * holding 80% / 90% of the mass (softmax at temperature 1) */
+            double mx = -1e30, z = 0;
+            for (int i = 0; i < BV; i++) mx = big[i] > mx ? big[i] : mx;
+            for (int i = 0; i < BV; i++) z += exp(big[i] - mx);
+            float cut = 0; /* the least likely logit in the nucleus */
+            {
+                memcpy(w, big, BV * sizeof *w);
+                double acc = 0;
+                for (int k = 0; k < BV && acc < pa.top_p * z; k++) {
+                    int b = 0;
+                    for (int i = 1; i < BV; i++) b = w[i] > w[b] ? i : b;
+                    acc += exp(w[b] - mx);
+                    cut = w[b];
+                    w[b] = -INFINITY;
+                }
+            }
+            for (int d = 0; d < 300; d++) {
+                int32_t ia, ib;
+                memcpy(w, big, BV * sizeof *w);
+                OK(st_sampler_sample(sa, w, NULL, 0, &ia, NULL, NULL, 0));
+                memcpy(w, big, BV * sizeof *w);
+                OK(st_sampler_sample(sb, w, NULL, 0, &ib, NULL, NULL, 0));
+                if (ia != ib) fail_msg("top-p shape %d draw %d: %d vs full sort %d", shape, d, ia, ib);
+                if (big[ia] < cut) fail_msg("top-p shape %d: token %d outside the nucleus", shape, ia);
+            }
+            st_sampler_free(sa);
+            st_sampler_free(sb);
+        }
+        free(big);
+        free(w);
+    }
+
     /* penalties */
     p = st_sampler_default_params();
     p.temperature = 0;
@@ -604,6 +664,106 @@ static void test_generate_utf8(void **state) {
     st_lm_free(lm);
 }
 
+/* ---- the SIMD kernels against the scalar ones ------------------------------------------
+ * Attention over a paged layout (blocks out of order, a partial last block,
+ * grouped-query runs starting inside a group, head sizes with and without a
+ * vector tail, one key to a few hundred), and the sampler's argmax and exp
+ * sums, at every level this CPU runs: within 1e-5 relative (sums in another
+ * order, exp within 2 ulp), argmax exactly (ties: the first index). */
+
+static float frand(uint32_t *st) {
+    *st = *st * 1664525u + 1013904223u;
+    return (float)((*st >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+}
+
+static void test_kernels_simd(void **state) {
+    (void)state;
+    st_hw_info info;
+    OK(st_hw_query(&info));
+    int levels = 0;
+    for (int level = ST_SIMD_AVX2; level <= ST_SIMD_AVX512; level++) {
+        if (!st_hw_simd_supported(&info, (st_simd_level)level)) continue;
+        const st__att_fn fn = st__att_kernel(level);
+        if (fn == st__att_scalar) continue; /* not compiled in */
+        levels++;
+        static const int64_t Ds[] = {8, 12, 16, 48, 64, 72, 128};
+        static const int64_t keys[] = {1, 3, 8, 17, 64, 301};
+        uint32_t rng = 12345u;
+        for (size_t di = 0; di < sizeof Ds / sizeof Ds[0]; di++)
+            for (size_t ki = 0; ki < sizeof keys / sizeof keys[0]; ki++) {
+                const int64_t D = Ds[di], n = keys[ki], bt = 8, Hkv = 3, group = 2, H = Hkv * group;
+                const int64_t row = Hkv * D, n_blocks = (n + bt - 1) / bt + 2;
+                float *k = malloc((size_t)(n_blocks * bt * row) * sizeof *k);
+                float *v = malloc((size_t)(n_blocks * bt * row) * sizeof *v);
+                float *q = malloc((size_t)(H * D) * sizeof *q);
+                float *sc = malloc((size_t)(H * n) * sizeof *sc);
+                float *o_ref = malloc((size_t)(H * D) * sizeof *o_ref);
+                float *o = malloc((size_t)(H * D) * sizeof *o);
+                int32_t *blocks = malloc((size_t)n_blocks * sizeof *blocks);
+                for (int64_t i = 0; i < n_blocks * bt * row; i++)
+                    k[i] = 2.0f * frand(&rng), v[i] = frand(&rng);
+                for (int64_t i = 0; i < H * D; i++)
+                    q[i] = frand(&rng);
+                for (int64_t b = 0; b < n_blocks; b++)
+                    blocks[b] = (int32_t)(n_blocks - 1 - b);
+                /* runs: all heads; heads 1..4 (starting inside a group); one head */
+                const int64_t runs[3][2] = {{0, H}, {1, 4}, {3, 1}};
+                for (int r = 0; r < 3; r++) {
+                    const int64_t h0 = runs[r][0];
+                    st__att_args a = {.D = D,
+                                      .n_heads = runs[r][1],
+                                      .group = group,
+                                      .first = h0 % group,
+                                      .n_keys = n,
+                                      .q = q + h0 * D,
+                                      .k = k + (h0 / group) * D,
+                                      .v = v + (h0 / group) * D,
+                                      .blocks = blocks,
+                                      .bt = bt,
+                                      .row = row,
+                                      .scale = 1.0f / sqrtf((float)D),
+                                      .scores = sc,
+                                      .out = o_ref};
+                    st__att_scalar(&a);
+                    a.out = o;
+                    fn(&a);
+                    double err = rel_err(o, o_ref, runs[r][1] * D);
+                    if (err > 1e-5)
+                        fail_msg("attention %s D=%lld keys=%lld heads %lld+%lld: rel err %g",
+                                 st_hw_simd_level_name((st_simd_level)level), (long long)D,
+                                 (long long)n, (long long)h0, (long long)runs[r][1], err);
+                }
+                free(k), free(v), free(q), free(sc), free(o_ref), free(o), free(blocks);
+            }
+        /* the sampler's passes */
+        const st__vocab_kernels *vk = st__vocab_kernels_for(level);
+        static const int64_t ns[] = {1, 7, 16, 33, 1000, 32000};
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            const int64_t n = ns[ni];
+            float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y),
+                  *y_ref = malloc((size_t)n * sizeof *y_ref);
+            for (int64_t i = 0; i < n; i++)
+                x[i] = 8.0f * frand(&rng);
+            if (n > 20) x[n / 3] = x[n - 2] = 9.5f; /* a tie: the first wins */
+            const int32_t best = st__vocab_scalar.argmax(n, x);
+            assert_int_equal(vk->argmax(n, x), best);
+            if (n > 20) assert_int_equal(best, n / 3);
+            for (int t = 0; t < 2; t++) {
+                const float scale = t ? 1.0f / 0.7f : 1.0f;
+                const double ref = st__vocab_scalar.exp_sum(n, x, x[best], scale, y_ref);
+                const double got = vk->exp_sum(n, x, x[best], scale, y);
+                if (fabs(got - ref) > 1e-5 * ref)
+                    fail_msg("exp_sum n=%lld: %g vs %g", (long long)n, got, ref);
+                if (rel_err(y, y_ref, n) > 1e-5)
+                    fail_msg("exp_sum n=%lld: terms differ", (long long)n);
+                assert_true(fabs(vk->exp_sum(n, x, x[best], scale, NULL) - got) <= 1e-12 * got);
+            }
+            free(x), free(y), free(y_ref);
+        }
+    }
+    if (!levels) print_message("no SIMD level on this CPU: only the scalar kernels ran\n");
+}
+
 static int setup(void **state) {
     (void)state;
     st_ctx_params p = st_ctx_default_params();
@@ -618,9 +778,10 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parity_llama), cmocka_unit_test(test_parity_gpt2),
-        cmocka_unit_test(test_kv_cache),     cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_parity_llama),     cmocka_unit_test(test_parity_gpt2),
+        cmocka_unit_test(test_kv_cache),         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_llama2c_generate), cmocka_unit_test(test_generate_utf8),
+        cmocka_unit_test(test_kernels_simd),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

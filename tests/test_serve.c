@@ -3,8 +3,9 @@
  * real HTTP with libcurl.
  *
  * Units: request validation (every error names its parameter), the chat
- * templates' exact text, the Prometheus exposition. End to end, on a tiny
- * random llama with a char tokenizer: health/ready/models; completions,
+ * templates' exact text, the Prometheus exposition, the prompt share of a
+ * pass while streams decode. End to end, on a tiny random llama with a
+ * char tokenizer: health/ready/models; completions,
  * chat (plain and streamed as server-sent events), embeddings (unit norm);
  * 32 concurrent greedy requests give exactly the texts the same requests
  * give one at a time (continuous batching must not change results); a
@@ -557,12 +558,30 @@ static void test_limits(void **state) {
     stop(&f);
 }
 
+/* The scheduler's policy: the whole budget with no one decoding, else
+ * max(prefill_while_decoding, decoders / 2), never past what is left. */
+static void test_prefill_budget(void **state) {
+    (void)state;
+    st_server_params p = st_server_default_params();
+    assert_int_equal(p.prefill_while_decoding, 8);
+    assert_int_equal(st__srv_prefill_budget(&p, 0, 512), 512);
+    assert_int_equal(st__srv_prefill_budget(&p, 1, 511), 8);
+    assert_int_equal(st__srv_prefill_budget(&p, 16, 496), 8);
+    assert_int_equal(st__srv_prefill_budget(&p, 17, 495), 8);
+    assert_int_equal(st__srv_prefill_budget(&p, 64, 448), 32);
+    assert_int_equal(st__srv_prefill_budget(&p, 500, 12), 12);
+    p.prefill_while_decoding = 100;
+    assert_int_equal(st__srv_prefill_budget(&p, 4, 508), 100);
+    assert_int_equal(st__srv_prefill_budget(&p, 4, 50), 50);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_templates),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_prefill_budget),
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_limits),
     };

@@ -42,6 +42,11 @@ typedef struct st_server_params {
     int max_running;           /* sequences in the running batch (default 64) */
     int max_batch_tokens;      /* tokens per forward pass (default 512) */
     int prefill_chunk;         /* prompt tokens one sequence adds per pass (default 256) */
+    int prefill_while_decoding; /* while sequences decode, prompt tokens per pass: at most this
+                                  or half the decoding sequences, whichever is more (default 8),
+                                  so a joining prompt slows the running streams by a bounded
+                                  step time; with no one decoding, prompts take the whole
+                                  max_batch_tokens */
     int max_tokens;            /* upper bound on a request's max_tokens (default 4096) */
     int max_n;                 /* upper bound on n x prompts (default 16) */
     int max_connections;       /* concurrent HTTP connections (default 512) */

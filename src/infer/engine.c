@@ -14,8 +14,12 @@
  *   RoPE (llama) on q, k at each row's absolute position (table from
  *   engine creation), then k, v rows stored in the row's sequence's block
  *   att[r, h] = softmax(q[r,h] . K[seq(r), 0..pos(r)] / sqrt(D)) V   causal,
- *                    grouped-query; one task per (row, head) handed out from
- *                    an atomic counter over the pool's threads
+ *                    grouped-query; tasks of (row, run of heads) handed out
+ *                    from an atomic counter over the pool's threads, rows
+ *                    with the most keys first, runs as long as still give
+ *                    every thread four tasks (a run reads each cached row
+ *                    once); each task runs the kernel of the backend's SIMD
+ *                    level (infer_kernels.h: scalar, AVX2, AVX-512)
  *   x += att Wo^T (+ bo); a = norm(x); x += mlp(a)   SwiGLU or GELU(tanh)
  * then the final norm and the lm head only for the rows whose outputs are
  * asked for (the last row of a sequence, or all its rows for logits_all).
@@ -29,9 +33,11 @@
  * runs on the pool with st_pool_run. The pool is never entered twice.
  */
 #include "infer/infer_impl.h"
+#include "infer/infer_kernels.h"
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* multiply-adds below which attention runs on the calling thread */
@@ -49,9 +55,12 @@ struct st_engine {
     /* scratch, max_T rows each */
     float *x, *a, *q, *k, *v, *att, *f1, *f2;
     float *rope_cos, *rope_sin; /* [n_ctx, D/2] (llama) */
-    float *scores;              /* [nth, n_ctx] */
+    float *scores;              /* [nth, att_heads * n_ctx] */
+    int64_t att_heads;          /* the most heads one attention task takes */
+    st__att_fn att_fn;          /* attention kernel of the backend's SIMD level */
     st_kv_seq **row_seq;        /* [max_T] */
     int64_t *row_pos;           /* [max_T] */
+    int32_t *row_order;         /* [max_T]: rows by keys attended, most first */
     int32_t *row_tok;           /* [max_T] */
     /* lm-head gather for last-token logits: [cap_out, E] and [cap_out, V] */
     float *h_out, *l_out;
@@ -77,6 +86,7 @@ void st_engine_free(st_engine *e) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) st_free(bufs[i]);
     st_free(e->row_seq);
     st_free(e->row_pos);
+    st_free(e->row_order);
     st_free(e->row_tok);
     st_free(e->done);
     st_free(e);
@@ -136,11 +146,14 @@ st_status st_engine_new(st_ctx *ctx, const st_lm *lm, const st_engine_params *p,
     e->att = alloc_f(T, e->qd, &ok);
     e->f1 = alloc_f(T, e->F, &ok);
     e->f2 = alloc_f(T, e->F, &ok);
-    e->scores = alloc_f(e->nth, e->n_ctx, &ok);
+    e->att_heads = e->H < ST_ATT_MAX_HEADS ? e->H : ST_ATT_MAX_HEADS;
+    e->scores = alloc_f((int64_t)e->nth * e->att_heads, e->n_ctx, &ok);
     e->row_seq = st_malloc((size_t)T * sizeof *e->row_seq);
     e->row_pos = st_malloc((size_t)T * sizeof *e->row_pos);
     e->row_tok = st_malloc((size_t)T * sizeof *e->row_tok);
-    ok = ok && e->row_seq && e->row_pos && e->row_tok;
+    e->row_order = st_malloc((size_t)T * sizeof *e->row_order);
+    ok = ok && e->row_seq && e->row_pos && e->row_tok && e->row_order;
+    e->att_fn = st__att_kernel(e->be ? st_backend_cpu_simd_level(e->be) : -1);
     if (ok && c->arch == ST_ARCH_LLAMA) {
         const int64_t half = e->D / 2;
         e->rope_cos = alloc_f(e->n_ctx, half, &ok);
@@ -258,7 +271,9 @@ static void rope_rows(const st_engine *e, float *x, int64_t N, int64_t n_heads) 
 typedef struct att_job {
     st_engine *e;
     int layer;
-    int64_t n_tasks; /* N * H */
+    int64_t hpt;     /* heads per task */
+    int64_t runs;    /* tasks per row: ceil(H / hpt) */
+    int64_t n_tasks; /* N * runs */
     atomic_llong next;
 } att_job;
 
@@ -266,46 +281,28 @@ static void att_worker(void *arg, int ith, int nth) {
     (void)nth;
     att_job *j = arg;
     st_engine *e = j->e;
-    const int64_t D = e->D, H = e->H, group = e->H / e->Hkv, kvd = e->kvd;
-    const int bt = st_kv_block_tokens(e->kv);
-    const float scale = 1.0f / sqrtf((float)D);
-    float *sc = e->scores + (size_t)ith * (size_t)e->n_ctx;
+    const int64_t D = e->D, H = e->H, group = e->H / e->Hkv;
+    st__att_args a = {.D = D,
+                      .group = group,
+                      .bt = st_kv_block_tokens(e->kv),
+                      .row = e->kvd,
+                      .scale = 1.0f / sqrtf((float)D),
+                      .scores = e->scores + (size_t)ith * (size_t)e->att_heads * (size_t)e->n_ctx};
+    const float *k0 = st__kv_k(e->kv, j->layer, 0), *v0 = st__kv_v(e->kv, j->layer, 0);
     for (;;) {
         int64_t t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (t >= j->n_tasks) break;
-        const int64_t r = t / H, h = t % H, kh = h / group;
-        const st_kv_seq *seq = e->row_seq[r];
-        const int64_t n_keys = e->row_pos[r] + 1; /* causal: keys 0..pos */
-        const float *q = e->q + r * e->qd + h * D;
-        float mx = -INFINITY;
-        for (int64_t s0 = 0; s0 < n_keys; s0 += bt) {
-            const float *kb = st__kv_k(e->kv, j->layer, seq->blocks[s0 / bt]) + kh * D;
-            const int64_t m = n_keys - s0 < bt ? n_keys - s0 : bt;
-            for (int64_t s = 0; s < m; s++) {
-                const float *kr = kb + s * kvd;
-                float acc = 0.0f;
-                for (int64_t i = 0; i < D; i++) acc += q[i] * kr[i];
-                acc *= scale;
-                sc[s0 + s] = acc;
-                if (acc > mx) mx = acc;
-            }
-        }
-        float sum = 0.0f;
-        for (int64_t s = 0; s < n_keys; s++) {
-            sc[s] = expf(sc[s] - mx);
-            sum += sc[s];
-        }
-        const float inv = 1.0f / sum;
-        float *o = e->att + r * e->qd + h * D;
-        memset(o, 0, (size_t)D * sizeof(float));
-        for (int64_t s0 = 0; s0 < n_keys; s0 += bt) {
-            const float *vb = st__kv_v(e->kv, j->layer, seq->blocks[s0 / bt]) + kh * D;
-            const int64_t m = n_keys - s0 < bt ? n_keys - s0 : bt;
-            for (int64_t s = 0; s < m; s++) {
-                const float p = sc[s0 + s] * inv, *vr = vb + s * kvd;
-                for (int64_t i = 0; i < D; i++) o[i] += p * vr[i];
-            }
-        }
+        /* rows with the most keys first, so the last tasks handed out are short */
+        const int64_t r = e->row_order[t / j->runs], h0 = (t % j->runs) * j->hpt;
+        a.n_heads = H - h0 < j->hpt ? H - h0 : j->hpt;
+        a.first = h0 % group;
+        a.n_keys = e->row_pos[r] + 1; /* causal: keys 0..pos */
+        a.q = e->q + r * e->qd + h0 * D;
+        a.k = k0 + (h0 / group) * D;
+        a.v = v0 + (h0 / group) * D;
+        a.blocks = e->row_seq[r]->blocks;
+        a.out = e->att + r * e->qd + h0 * D;
+        e->att_fn(&a);
     }
 }
 
@@ -320,6 +317,21 @@ static void store_kv(st_engine *e, int layer, int64_t N) {
         memcpy(st__kv_k(e->kv, layer, b) + off, e->k + r * e->kvd, bytes);
         memcpy(st__kv_v(e->kv, layer, b) + off, e->v + r * e->kvd, bytes);
     }
+}
+
+/* The order attention hands out rows: most keys (largest position) first,
+ * so that with mixed lengths the tasks left at the end are the short ones
+ * and the pool's threads finish together. Once per chunk, not per layer. */
+static int cmp_row_pos_desc(const void *x, const void *y, void *ctx) {
+    const int64_t *pos = ctx;
+    int64_t a = pos[*(const int32_t *)x], b = pos[*(const int32_t *)y];
+    return a > b ? -1 : a < b;
+}
+
+static void order_rows(st_engine *e, int64_t N) {
+    for (int64_t r = 0; r < N; r++)
+        e->row_order[r] = (int32_t)r;
+    if (N > 1) qsort_r(e->row_order, (size_t)N, sizeof *e->row_order, cmp_row_pos_desc, e->row_pos);
 }
 
 /* ---- one chunk of rows -------------------------------------------------------------- */
@@ -343,6 +355,16 @@ static st_status run_layers(st_engine *e, int64_t N) {
     }
     int64_t n_keys = 0; /* keys all rows attend to: the attention's work */
     for (int64_t r = 0; r < N; r++) n_keys += e->row_pos[r] + 1;
+    order_rows(e, N);
+    /* attention tasks: a row's heads in as few runs as keep every thread
+     * busy (four tasks per thread at least), so a batch reads each cached
+     * row once per task and one long sequence still spreads its heads */
+    int64_t runs = (4 * (int64_t)e->nth + N - 1) / N;
+    if (runs > e->H) runs = e->H;
+    if (runs < (e->H + e->att_heads - 1) / e->att_heads)
+        runs = (e->H + e->att_heads - 1) / e->att_heads;
+    const int64_t hpt = (e->H + runs - 1) / runs;
+    runs = (e->H + hpt - 1) / hpt;
     for (int l = 0; l < lm->cfg.n_layer; l++) {
         const st_lm_layer *L = &lm->layers[l];
         /* attention */
@@ -358,7 +380,7 @@ static st_status run_layers(st_engine *e, int64_t N) {
             rope_rows(e, e->k, N, e->Hkv);
         }
         store_kv(e, l, N);
-        att_job j = {.e = e, .layer = l, .n_tasks = N * e->H};
+        att_job j = {.e = e, .layer = l, .hpt = hpt, .runs = runs, .n_tasks = N * runs};
         atomic_init(&j.next, 0);
         /* waking the pool costs more than a few thousand multiply-adds */
         if (e->pool && n_keys * e->H * e->D >= ATT_INLINE_FLOPS) st_pool_run(e->pool, att_worker, &j);
@@ -454,9 +476,20 @@ static st_status run_chunk(st_engine *e, st_engine_seq *seqs, const seg *segs, i
                 memcpy(e->h_out + m++ * E, e->a + (segs[i].row0 + segs[i].count - 1) * E,
                        (size_t)E * sizeof(float));
         }
-        ST_TRY(mm(e, &e->lm->lm_head, e->h_out, n_last, e->l_out));
+        /* callers that give consecutive rows of one array (the server
+         * does) get the head's output in place: no copy of n_last * V */
+        float *first = NULL;
+        bool direct = true;
         m = 0;
-        for (int i = 0; i < n_segs; i++) {
+        for (int i = 0; i < n_segs && direct; i++) {
+            st_engine_seq *q = &seqs[segs[i].seq];
+            if (!(q->logits && segs[i].start + segs[i].count == q->n_tokens)) continue;
+            if (!first) first = q->logits;
+            direct = q->logits == first + m++ * V;
+        }
+        ST_TRY(mm(e, &e->lm->lm_head, e->h_out, n_last, direct ? first : e->l_out));
+        m = 0;
+        for (int i = 0; i < n_segs && !direct; i++) {
             st_engine_seq *q = &seqs[segs[i].seq];
             if (q->logits && segs[i].start + segs[i].count == q->n_tokens)
                 memcpy(q->logits, e->l_out + m++ * V, (size_t)V * sizeof(float));

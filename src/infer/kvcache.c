@@ -5,8 +5,11 @@
  * block_tokens rows of n_kv_head * hd floats ([block][token][kv row], so a
  * block is contiguous and one token's row of all kv heads is contiguous).
  * Block b of layer l lives at k[l] + b * block_tokens * row. The pools are
- * allocated once at creation; nothing is allocated per token except a
- * sequence's block table when it grows (doubling).
+ * one allocation made at creation, asked for transparent huge pages
+ * (madvise; a decode step reads blocks scattered over all of it, and with
+ * 4 KiB pages nearly every block was a TLB miss) and touched once so that
+ * no page fault lands in a decode step; nothing is allocated per token
+ * except a sequence's block table when it grows (doubling).
  *
  * Ownership: blocks are reference-counted (refs[b]; 0 = on the free stack).
  * A sequence (st_kv_seq, the caller's struct) holds one reference per entry
@@ -21,6 +24,7 @@
 #include "infer/infer_impl.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 struct st_kv_cache {
     int n_layer;
@@ -28,6 +32,7 @@ struct st_kv_cache {
     int64_t row;        /* floats per token row (n_kv_head * hd) */
     int64_t n_blocks;
     float **k, **v;     /* [n_layer] pools of n_blocks * block_tokens * row */
+    float *store;       /* all pools: k[l] = store + 2l pools, v[l] right after */
     int32_t *refs;      /* [n_blocks] */
     int32_t *free_ids;  /* stack of free block ids */
     int64_t n_free;
@@ -66,11 +71,25 @@ st_status st_kv_cache_new(const st_lm *lm, const st_kv_params *p, st_kv_cache **
     kv->v = st_calloc((size_t)kv->n_layer, sizeof *kv->v);
     kv->refs = st_calloc((size_t)d.n_blocks + 1, sizeof *kv->refs);
     kv->free_ids = st_malloc(((size_t)d.n_blocks + 1) * sizeof *kv->free_ids);
-    bool ok = kv->k && kv->v && kv->refs && kv->free_ids;
-    for (int l = 0; ok && l < kv->n_layer; l++) {
-        kv->k[l] = st_malloc(pool);
-        kv->v[l] = st_malloc(pool);
-        ok = kv->k[l] && kv->v[l];
+    size_t all = 0;
+    bool ok = kv->k && kv->v && kv->refs && kv->free_ids &&
+              !st_mul_overflow_size(pool, 2 * (size_t)kv->n_layer, &all);
+    if (ok) kv->store = st_malloc(all);
+    ok = ok && kv->store;
+    if (ok) {
+        const size_t n_pool = pool / sizeof(float);
+        for (int l = 0; l < kv->n_layer; l++) {
+            kv->k[l] = kv->store + 2 * (size_t)l * n_pool;
+            kv->v[l] = kv->k[l] + n_pool;
+        }
+#ifdef MADV_HUGEPAGE
+        /* the 2 MiB-aligned interior; advice only, so a failure is ignored */
+        const uintptr_t huge = (uintptr_t)2 << 20,
+                        lo = ((uintptr_t)kv->store + huge - 1) & ~(huge - 1),
+                        hi = ((uintptr_t)kv->store + all) & ~(huge - 1);
+        if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#endif
+        memset(kv->store, 0, all);
     }
     if (!ok) {
         st_kv_cache_free(kv);
@@ -87,10 +106,7 @@ st_status st_kv_cache_new(const st_lm *lm, const st_kv_params *p, st_kv_cache **
 
 void st_kv_cache_free(st_kv_cache *kv) {
     if (!kv) return;
-    for (int l = 0; l < kv->n_layer; l++) {
-        if (kv->k) st_free(kv->k[l]);
-        if (kv->v) st_free(kv->v[l]);
-    }
+    st_free(kv->store);
     st_free(kv->k);
     st_free(kv->v);
     st_free(kv->refs);

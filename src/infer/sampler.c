@@ -15,12 +15,18 @@
  *      splitmix64(seed, number of calls), so a seed reproduces a run and the
  *      k-th draw does not depend on what the filters did before.
  * With no filter the draw walks the probabilities in id order (no sort);
- * with filters the candidates are sorted by probability, ties by id.
+ * with filters the candidates are sorted by probability, ties by id: top-k
+ * sorts its k after an O(V) selection; top-p sorts the 256 most likely when
+ * they hold the prefix it needs (nearly always), the whole vocabulary only
+ * when not. argmax and the exp sums over the vocabulary (log-probabilities,
+ * temperature) run at the CPU's SIMD level (infer_kernels.h).
  *
  * Memory: scratch for V floats, ids and counts is allocated once at
  * creation; sampling allocates nothing. Not thread-safe (one per sequence).
  */
 #include "strata/infer.h"
+
+#include "infer/infer_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,6 +34,7 @@
 
 struct st_sampler {
     st_sampler_params p;
+    const st__vocab_kernels *vk; /* argmax and exp sums at this CPU's SIMD level */
     int V;
     uint64_t n_calls;
     float *prob;     /* [V] */
@@ -71,6 +78,7 @@ st_status st_sampler_new(const st_sampler_params *p, int vocab_size, st_sampler 
     st_sampler *s = st_calloc(1, sizeof *s);
     if (!s) return ST_ERR_NOMEM;
     s->p = *p;
+    s->vk = st__vocab_kernels_for(st__vocab_level());
     s->V = vocab_size;
     s->prob = st_malloc((size_t)vocab_size * sizeof(float));
     s->cand = st_malloc((size_t)vocab_size * sizeof(int32_t));
@@ -124,13 +132,6 @@ static void apply_penalties(st_sampler *s, float *logits, const int32_t *hist, i
     }
 }
 
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* candidates sorted by probability, ties by id */
 static int cmp_cand(const void *a, const void *b, void *ctx) {
     const float *prob = ctx;
@@ -165,6 +166,40 @@ static float kth_largest(float *tmp, int n, int k) {
     return tmp[target];
 }
 
+/* top-p without a sort of the whole vocabulary: the smallest prefix whose
+ * mass reaches p usually lies among the few most likely tokens, so take the
+ * TOP_P_PREFIX largest (a selection, O(V)), sort only them, and keep them
+ * when their mass already reaches top_p of the mass above the threshold
+ * (then the sorted prefix the full sort would give starts with exactly
+ * these). Without top-k only (top-k's own cut would need the ties it drops).
+ * Returns how many candidates s->cand holds, sorted, with *mass the mass of
+ * all tokens above thresh; 0 when the prefix is not enough (the caller then
+ * sorts everything). */
+#define TOP_P_PREFIX 256
+static int top_p_prefix(st_sampler *s, float thresh, double *mass) {
+    const int V = s->V;
+    const float *prob = s->prob;
+    if (V <= 2 * TOP_P_PREFIX) return 0;
+    memcpy(s->cand, prob, (size_t)V * sizeof(float)); /* as float scratch */
+    float tk = kth_largest((float *)s->cand, V, TOP_P_PREFIX);
+    if (tk < thresh || !(tk > 0.0f)) return 0;
+    double all = 0.0, top = 0.0;
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (!(prob[i] >= thresh && prob[i] > 0.0f)) continue;
+        all += prob[i];
+        if (prob[i] >= tk) {
+            s->cand[n++] = i;
+            top += prob[i];
+        }
+    }
+    /* a margin over the rounding of sums taken in another order */
+    if (top < (double)s->p.top_p * all * (1.0 + 1e-6)) return 0;
+    qsort_r(s->cand, (size_t)n, sizeof *s->cand, cmp_cand, (void *)prob);
+    *mass = all;
+    return n;
+}
+
 st_status st_sampler_sample(st_sampler *s, float *logits, const int32_t *history,
                             int64_t n_history, int32_t *token, st_token_logprob *chosen,
                             st_token_logprob *top, int n_top) {
@@ -178,23 +213,15 @@ st_status st_sampler_sample(st_sampler *s, float *logits, const int32_t *history
 
     /* log-softmax normalizer of the penalized logits (for log-probabilities) */
     double lse = 0.0;
-    const int best = argmax(logits, V);
-    if (chosen || n_top > 0) {
-        const double mx = logits[best];
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
-        lse = mx + log(sum);
-    }
+    const int best = s->vk->argmax(V, logits);
+    if (chosen || n_top > 0)
+        lse = (double)logits[best] + log(s->vk->exp_sum(V, logits, logits[best], 1.0f, NULL));
 
     int32_t id = best;
     if (p->temperature > 0.0f) {
-        const double mx = logits[best], invT = 1.0 / (double)p->temperature;
         float *prob = s->prob;
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) {
-            prob[i] = (float)exp(((double)logits[i] - mx) * invT);
-            sum += prob[i];
-        }
+        const double sum =
+            s->vk->exp_sum(V, logits, logits[best], (float)(1.0 / (double)p->temperature), prob);
         const bool filter = (p->top_k > 0 && p->top_k < V) || p->top_p < 1.0f || p->min_p > 0.0f;
         const double u = draw(p->seed, call);
         if (!filter) {
@@ -217,12 +244,18 @@ st_status st_sampler_sample(st_sampler *s, float *logits, const int32_t *history
             /* min-p prefilter: nothing below min_p * p_max survives anyway */
             const float pmin = p->min_p * prob[best];
             if (pmin > thresh) thresh = pmin;
-            for (int i = 0; i < V; i++)
-                if (prob[i] >= thresh && prob[i] > 0.0f) s->cand[n++] = i;
-            qsort_r(s->cand, (size_t)n, sizeof *s->cand, cmp_cand, prob);
-            if (p->top_k > 0 && n > p->top_k) n = p->top_k;
             double mass = 0.0;
-            for (int i = 0; i < n; i++) mass += prob[s->cand[i]];
+            if (p->top_p < 1.0f && p->top_k == 0) n = top_p_prefix(s, thresh, &mass);
+            if (n == 0) {
+                /* everything above the threshold, sorted */
+                for (int i = 0; i < V; i++)
+                    if (prob[i] >= thresh && prob[i] > 0.0f) s->cand[n++] = i;
+                qsort_r(s->cand, (size_t)n, sizeof *s->cand, cmp_cand, prob);
+                if (p->top_k > 0 && n > p->top_k) n = p->top_k;
+                mass = 0.0;
+                for (int i = 0; i < n; i++)
+                    mass += prob[s->cand[i]];
+            }
             if (p->top_p < 1.0f) {
                 double acc = 0.0, need = (double)p->top_p * mass;
                 for (int i = 0; i < n; i++) {

@@ -7,6 +7,11 @@
  * finished every choice; a streaming one returns a callback response whose
  * reader blocks until the scheduler has produced more tokens and writes them
  * as server-sent events ("data: {chunk}\n\n", then "data: [DONE]\n\n").
+ * The reader holds the request's lock only to copy what is new (token
+ * structs, the finish, a failure); it builds the JSON after dropping it, so
+ * the scheduler's per-token emit never waits on an encoding, nor on a
+ * connection thread the OS preempted while it held the lock (2 cores, 16+
+ * connection threads).
  * When a client vanishes mid-stream MHD frees the response: the free
  * callback marks the request cancelled and the scheduler drops its
  * sequences and their KV blocks at the next iteration.
@@ -289,11 +294,11 @@ static json_t *usage_json(const st__srv_request *r) {
     return u;
 }
 
-/* Chat logprobs entries for tokens [from, to) of j. */
-static json_t *chat_logprobs(const st_server *s, const st__srv_job *j, int from, int to) {
+/* Chat logprobs entries for tokens toks[0, n). */
+static json_t *chat_logprobs(const st_server *s, const st__srv_token *toks, int n) {
     json_t *content = json_array();
-    for (int t = from; t < to; t++) {
-        const st__srv_token *k = &j->out[t];
+    for (int t = 0; t < n; t++) {
+        const st__srv_token *k = &toks[t];
         if (k->id < 0) continue;
         json_t *e = json_object();
         json_object_set_new(e, "token", piece_json(s, k->id));
@@ -315,15 +320,15 @@ static json_t *chat_logprobs(const st_server *s, const st__srv_job *j, int from,
     return lp;
 }
 
-/* Completions' legacy logprobs object for tokens [from, to), text offsets
+/* Completions' legacy logprobs object for tokens toks[0, n), text offsets
  * counted from base. */
-static json_t *completion_logprobs(const st_server *s, const st__srv_job *j, int from, int to,
+static json_t *completion_logprobs(const st_server *s, const st__srv_token *toks, int n,
                                    size_t base) {
     json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(),
            *offs = json_array();
     size_t off = base;
-    for (int t = from; t < to; t++) {
-        const st__srv_token *k = &j->out[t];
+    for (int t = 0; t < n; t++) {
+        const st__srv_token *k = &toks[t];
         if (k->id < 0) continue;
         json_array_append_new(tokens, piece_json(s, k->id));
         json_array_append_new(lps, json_real(k->logprob));
@@ -424,14 +429,14 @@ static json_t *final_response(st_server *s, st__srv_request *r) {
             json_object_set_new(m, "content", job_text(j, NULL, 0));
             json_object_set_new(c, "message", m);
             json_object_set_new(c, "logprobs",
-                                q->logprobs ? chat_logprobs(s, j, 0, j->n_out) : json_null());
+                                q->logprobs ? chat_logprobs(s, j->out, j->n_out) : json_null());
         } else {
             size_t np = 0;
             char *pt = q->echo ? prompt_text(s, j, &np) : NULL;
             json_object_set_new(c, "text", job_text(j, pt, pt ? np : 0));
-            json_object_set_new(c, "logprobs", q->logprobs
-                                                   ? completion_logprobs(s, j, 0, j->n_out, np)
-                                                   : json_null());
+            json_object_set_new(c, "logprobs",
+                                q->logprobs ? completion_logprobs(s, j->out, j->n_out, np)
+                                            : json_null());
             st_free(pt);
         }
         const char *fin = st__srv_finish_name(j->finish);
@@ -445,15 +450,33 @@ static json_t *final_response(st_server *s, st__srv_request *r) {
 
 /* ---- streaming -------------------------------------------------------------------- */
 
+/* What one look at the request found (copied under r->mu, so the events
+ * are built after the lock is dropped: the scheduler's emit never waits
+ * on a connection thread's JSON encoding, nor on one the OS preempted
+ * while it held the lock). Token structs are copied shallowly: their text
+ * belongs to the job, which the stream's reference keeps alive, and is
+ * never changed once emitted. */
+typedef struct snap_job {
+    int from, n; /* new tokens: snap->toks[from, from + n) */
+    st__srv_finish finish;
+} snap_job;
+
 typedef struct stream {
     st_server *s;
     st__srv_request *r;
-    int *sent;        /* per job: outputs already streamed */
+    int *sent;        /* per job: outputs already taken */
     bool *began;      /* per job: the first chunk (role, echo) went out */
     bool *ended;      /* per job: the finish chunk went out */
     char *out;        /* bytes built but not yet handed to MHD */
     size_t n_out, at_out, cap_out;
     bool done;        /* [DONE] is in out */
+    /* the last look (see snap_job) */
+    snap_job *jobs; /* [n_jobs] */
+    st__srv_token *toks;
+    int n_toks, cap_toks;
+    int fail_status;
+    char fail_message[sizeof((st__srv_request *)0)->fail_message];
+    json_t *usage; /* taken when every job has ended and include_usage is set */
 } stream;
 
 static void out_add(stream *st, const char *p, size_t n) {
@@ -513,15 +536,59 @@ static void chunk_choice(stream *st, const st__srv_job *j, json_t *text, json_t 
     out_event(st, o);
 }
 
-/* Turns the outputs available now into events (called under r->mu).
- * Returns true when something was added. */
+/* Copies what is new in the request since the last look (called under
+ * r->mu). Returns true when there is anything to send. */
+static bool stream_take(stream *st) {
+    st__srv_request *r = st->r;
+    if (st->done) return true;
+    st->n_toks = 0;
+    st->fail_status = r->fail_status;
+    if (r->fail_status) {
+        snprintf(st->fail_message, sizeof st->fail_message, "%s", r->fail_message);
+        return true;
+    }
+    bool any = false, all_ended = true;
+    for (int i = 0; i < r->n_jobs; i++) {
+        const st__srv_job *j = r->jobs[i];
+        int n = j->n_out - st->sent[i];
+        if (st->n_toks + n > st->cap_toks) {
+            int cap = st->cap_toks ? st->cap_toks : 16;
+            while (cap < st->n_toks + n)
+                cap *= 2;
+            st__srv_token *t = st_realloc(st->toks, (size_t)cap * sizeof *t);
+            if (!t) {
+                n = st->cap_toks - st->n_toks; /* the rest on the next look */
+            } else {
+                st->toks = t;
+                st->cap_toks = cap;
+            }
+        }
+        if (n > 0)
+            memcpy(st->toks + st->n_toks, j->out + st->sent[i], (size_t)n * sizeof *st->toks);
+        st->jobs[i] =
+            (snap_job){.from = st->n_toks,
+                       .n = n,
+                       .finish = st->sent[i] + n == j->n_out ? j->finish : ST_SRV_FINISH_NONE};
+        st->n_toks += n;
+        st->sent[i] += n;
+        any = any || n > 0 || !st->began[i] ||
+              (st->jobs[i].finish != ST_SRV_FINISH_NONE && !st->ended[i]);
+        if (st->jobs[i].finish == ST_SRV_FINISH_NONE && !st->ended[i]) all_ended = false;
+    }
+    if (all_ended && r->req.include_usage && !st->usage) st->usage = usage_json(r);
+    return any || all_ended;
+}
+
+/* Turns the last look into events (r->mu not held). Returns true when
+ * something was added. */
 static bool stream_collect(stream *st) {
     st__srv_request *r = st->r;
     const st__srv_req *q = &r->req;
     size_t before = st->n_out;
-    if (r->fail_status && !st->done) {
+    if (st->done) return false;
+    if (st->fail_status) {
         st__srv_error e;
-        st__srv_error_set(&e, r->fail_status, "server_error", NULL, NULL, "%s", r->fail_message);
+        st__srv_error_set(&e, st->fail_status, "server_error", NULL, NULL, "%s", st->fail_message);
         char *t = st__srv_error_json(&e);
         if (t) {
             out_add(st, "data: ", 6);
@@ -547,29 +614,30 @@ static bool stream_collect(stream *st) {
                 st_free(pt);
             }
         }
-        for (; st->sent[i] < j->n_out; st->sent[i]++) {
-            const st__srv_token *k = &j->out[st->sent[i]];
+        const snap_job *sj = &st->jobs[i];
+        for (int t = 0; t < sj->n; t++) {
+            const st__srv_token *k = &st->toks[sj->from + t];
             if (k->n_text == 0 && !q->logprobs) continue;
             json_t *lp = NULL;
             if (q->logprobs)
-                lp = q->kind == ST_SRV_CHAT ? chat_logprobs(st->s, j, st->sent[i], st->sent[i] + 1)
-                                            : completion_logprobs(st->s, j, st->sent[i],
-                                                                  st->sent[i] + 1, 0);
+                lp = q->kind == ST_SRV_CHAT ? chat_logprobs(st->s, k, 1)
+                                            : completion_logprobs(st->s, k, 1, 0);
             chunk_choice(st, j, jstr(k->text, k->n_text), lp, NULL, false);
         }
-        if (j->finish != ST_SRV_FINISH_NONE && !st->ended[i]) {
+        if (sj->finish != ST_SRV_FINISH_NONE && !st->ended[i]) {
             st->ended[i] = true;
-            const char *fin = st__srv_finish_name(j->finish);
+            const char *fin = st__srv_finish_name(sj->finish);
             chunk_choice(st, j, q->kind == ST_SRV_CHAT ? NULL : json_string(""), NULL,
                          fin ? fin : "stop", false);
         }
         if (!st->ended[i]) all_ended = false;
     }
-    if (all_ended && !st->done) {
-        if (q->include_usage) {
+    if (all_ended) {
+        if (st->usage) {
             json_t *o = chunk_base(st);
             json_object_set_new(o, "choices", json_array());
-            json_object_set_new(o, "usage", usage_json(r));
+            json_object_set_new(o, "usage", st->usage);
+            st->usage = NULL;
             out_event(st, o);
         }
         out_add(st, "data: [DONE]\n\n", 14);
@@ -581,18 +649,20 @@ static bool stream_collect(stream *st) {
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     stream *st = cls;
     (void)pos;
-    if (st->at_out == st->n_out) {
+    while (st->at_out == st->n_out) {
         st->at_out = st->n_out = 0;
         if (st->done) return MHD_CONTENT_READER_END_OF_STREAM;
         st__srv_request *r = st->r;
         pthread_mutex_lock(&r->mu);
-        while (!stream_collect(st)) {
+        while (!stream_take(st)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         pthread_mutex_unlock(&r->mu);
+        /* nothing to send after all (tokens without text, no logprobs): look again */
+        if (!stream_collect(st) && !st->done) continue;
         if (st->n_out == 0) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = st->n_out - st->at_out;
@@ -613,6 +683,9 @@ static void stream_free(void *cls) {
     st_free(st->began);
     st_free(st->ended);
     st_free(st->out);
+    st_free(st->jobs);
+    st_free(st->toks);
+    json_decref(st->usage);
     st_free(st);
 }
 
@@ -673,9 +746,10 @@ static enum MHD_Result handle_generate(st_server *s, struct MHD_Connection *c, s
             st->sent = st_calloc((size_t)r->n_jobs, sizeof *st->sent);
             st->began = st_calloc((size_t)r->n_jobs, sizeof *st->began);
             st->ended = st_calloc((size_t)r->n_jobs, sizeof *st->ended);
+            st->jobs = st_calloc((size_t)r->n_jobs, sizeof *st->jobs);
         }
         struct MHD_Response *resp =
-            st && st->sent && st->began && st->ended
+            st && st->sent && st->began && st->ended && st->jobs
                 ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st,
                                                     stream_free)
                 : NULL;

@@ -9,16 +9,22 @@
  *      first served while KV blocks last (a job's prompt may start from
  *      blocks found in the prefix cache);
  *   2. build one batch: every running job that has its prompt cached gets
- *      one decode token; the rest of max_batch_tokens goes to prompt chunks
- *      of at most prefill_chunk tokens, oldest job first, so a long prompt
- *      never stalls the decoders;
+ *      one decode token; prompt chunks of at most prefill_chunk tokens,
+ *      oldest job first, get the rest of max_batch_tokens when no one
+ *      decodes, and while some do at most max(prefill_while_decoding,
+ *      decoders / 2) tokens: a pass's time grows with its rows, so this
+ *      bounds how much a joining prompt delays every stream's next token
+ *      (p99 inter-token latency) at the price of that prompt's time to
+ *      first token;
  *   3. make sure the batch's KV blocks exist: evict prefix-cache blocks no
  *      sequence uses (least recently used first), then preempt the youngest
  *      job (its blocks freed; it goes back to the queue's head and is
  *      recomputed from its prompt and the tokens it already produced);
  *   4. one st_engine_forward; sample for the jobs whose last known token was
- *      in the batch; stream their text; finish on EOS, a stop string,
- *      max_tokens or a full context.
+ *      in the batch (the draws in parallel on the context's pool: each job
+ *      has its own sampler and logits row); then, in batch order, stream
+ *      their text; finish on EOS, a stop string, max_tokens or a full
+ *      context.
  * The engine's outputs for a sequence do not depend on what else is in the
  * batch (tests/test_infer.c checks it), so batching does not change results.
  */
@@ -525,6 +531,46 @@ static bool preempt_youngest(st_server *s) {
     return true;
 }
 
+/* One sequence's draw in a pass; the draws run in parallel on the pool
+ * (samplers are per job, the logits rows disjoint), then the jobs take
+ * their tokens in batch order on the scheduler thread. */
+typedef struct st__srv_sample {
+    st__srv_job *job; /* NULL: no draw for this batch entry */
+    float *logits;
+    int32_t id;
+    int n_top;
+    st_token_logprob chosen;
+    st_status status;
+} st__srv_sample;
+
+typedef struct sample_job {
+    st__srv_sample *smp;
+    st_token_logprob *top; /* [n, ST_SRV_MAX_TOP_LOGPROBS] */
+} sample_job;
+
+static void sample_range(void *arg, int64_t begin, int64_t end) {
+    sample_job *sj = arg;
+    for (int64_t b = begin; b < end; b++) {
+        st__srv_sample *x = &sj->smp[b];
+        if (!x->job) continue;
+        st__srv_job *j = x->job;
+        /* log-probabilities cost a pass over the vocabulary: only when asked */
+        x->chosen = (st_token_logprob){-1, 0.0f};
+        x->status =
+            st_sampler_sample(j->sampler, x->logits, j->ids + j->n_prompt, j->n_ids - j->n_prompt,
+                              &x->id, j->r->req.logprobs ? &x->chosen : NULL,
+                              sj->top + b * ST_SRV_MAX_TOP_LOGPROBS, x->n_top);
+        x->chosen.id = x->id;
+    }
+}
+
+int st__srv_prefill_budget(const st_server_params *p, int n_decoding, int budget) {
+    if (n_decoding == 0) return budget;
+    int cap =
+        p->prefill_while_decoding > n_decoding / 2 ? p->prefill_while_decoding : n_decoding / 2;
+    return cap < budget ? cap : budget;
+}
+
 /* One forward pass over the running set. Returns false when nothing ran. */
 static bool step(st_server *s) {
     const int64_t V = s->lm->cfg.vocab_size;
@@ -541,6 +587,10 @@ static bool step(st_server *s) {
             n++;
             budget--;
         }
+        /* a pass's time grows with its rows: while streams decode, prompts
+         * get a bounded share, so a joining prompt delays their next token
+         * by a bounded amount (the p99 inter-token latency) */
+        budget = st__srv_prefill_budget(&s->p, n, budget);
         /* then prompt chunks, oldest first (running is in admission order) */
         for (int i = 0; i < s->n_running && budget > 0; i++) {
             st__srv_job *j = s->running[i];
@@ -601,6 +651,23 @@ static bool step(st_server *s) {
             }
             return true;
         }
+        /* the draws, in parallel when there are several */
+        int n_draws = 0;
+        for (int b = 0; b < n; b++) {
+            st__srv_job *j = who[b];
+            bool draw = !j->embed && j->seq.n_tokens == j->n_ids;
+            s->samples[b] =
+                (st__srv_sample){.job = draw ? j : NULL,
+                                 .logits = s->batch[b].logits,
+                                 .n_top = j->r->req.logprobs ? j->r->req.top_logprobs : 0};
+            n_draws += draw;
+        }
+        sample_job sj = {.smp = s->samples, .top = s->top};
+        st_pool *pool = st_backend_cpu_pool(st_ctx_backend(s->ctx));
+        if (pool && n_draws > 1)
+            st_pool_parallel_for(pool, n, 1, sample_range, &sj);
+        else
+            sample_range(&sj, 0, n);
         for (int b = 0; b < n; b++) {
             st__srv_job *j = who[b];
             if (j->seq.n_tokens >= j->n_prompt) pc_offer(s, j);
@@ -609,12 +676,10 @@ static bool step(st_server *s) {
             if (j->embed) {
                 fin = ST_SRV_FINISH_STOP;
             } else {
-                int n_top = j->r->req.logprobs ? j->r->req.top_logprobs : 0;
-                int32_t id;
-                st_token_logprob chosen;
-                st = st_sampler_sample(j->sampler, s->batch[b].logits, j->ids + j->n_prompt,
-                                       j->n_ids - j->n_prompt, &id, &chosen, s->top, n_top);
-                fin = st ? ST_SRV_FINISH_ERROR : job_accept(s, j, id, &chosen, s->top, n_top);
+                const st__srv_sample *x = &s->samples[b];
+                const st_token_logprob *top = s->top + (size_t)b * ST_SRV_MAX_TOP_LOGPROBS;
+                fin = x->status ? ST_SRV_FINISH_ERROR
+                                : job_accept(s, j, x->id, &x->chosen, top, x->n_top);
             }
             if (fin != ST_SRV_FINISH_NONE) {
                 for (int i = 0; i < s->n_running; i++)
@@ -703,12 +768,14 @@ st_status st__srv_sched_init(st_server *s) {
     s->running = st_calloc((size_t)s->p.max_running, sizeof *s->running);
     s->batch = st_calloc((size_t)s->p.max_running, sizeof *s->batch);
     s->logits = st_malloc((size_t)s->p.max_running * (size_t)c->vocab_size * sizeof(float));
-    s->top = st_calloc(ST_SRV_MAX_TOP_LOGPROBS, sizeof *s->top);
+    s->top = st_calloc((size_t)s->p.max_running * ST_SRV_MAX_TOP_LOGPROBS, sizeof *s->top);
+    s->samples = st_calloc((size_t)s->p.max_running, sizeof *s->samples);
     int64_t cap = 1;
     while (cap < 2 * st_kv_n_blocks(s->kv) + 16) cap *= 2;
     s->pc = st_calloc((size_t)cap, sizeof *s->pc);
     s->pc_cap = cap;
-    if (!s->running || !s->batch || !s->logits || !s->top || !s->pc) return ST_ERR_NOMEM;
+    if (!s->running || !s->batch || !s->logits || !s->top || !s->samples || !s->pc)
+        return ST_ERR_NOMEM;
     return ST_OK;
 }
 
@@ -723,4 +790,5 @@ void st__srv_sched_free(st_server *s) {
     st_free(s->batch);
     st_free(s->logits);
     st_free(s->top);
+    st_free(s->samples);
 }

@@ -256,7 +256,8 @@ struct st_server {
     /* scratch (scheduler thread only) */
     st_engine_seq *batch;
     float *logits;            /* [max_running, vocab] */
-    st_token_logprob *top;    /* [ST_SRV_MAX_TOP_LOGPROBS] */
+    st_token_logprob *top;    /* [max_running * ST_SRV_MAX_TOP_LOGPROBS]: a pass's samples */
+    struct st__srv_sample *samples; /* [max_running] */
 };
 
 /* scheduler.c */
@@ -265,6 +266,10 @@ void st__srv_sched_free(st_server *s);
 /* Queues the request's jobs; false (with r->fail_status 429 or 503) when
  * the queue is full or the server is closing. */
 bool st__srv_submit(st_server *s, st__srv_request *r);
+/* Prompt tokens one pass may take besides n_decoding one-token decodes
+ * (the policy st_server_params.prefill_while_decoding states; budget is
+ * max_batch_tokens minus the decodes). Pure; for tests. */
+int st__srv_prefill_budget(const st_server_params *p, int n_decoding, int budget);
 /* The scheduler loop; returns once draining has ended. */
 void st__srv_sched_run(st_server *s);
 /* http.c */

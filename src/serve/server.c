@@ -17,6 +17,7 @@ st_server_params st_server_default_params(void) {
         .max_running = 64,
         .max_batch_tokens = 512,
         .prefill_chunk = 256,
+        .prefill_while_decoding = 8,
         .max_tokens = 4096,
         .max_n = 16,
         .max_connections = 512,
@@ -50,8 +51,9 @@ st_status st_server_new(st_ctx *ctx, const st_lm *lm, const st_tokenizer *tok,
                         "serve: the model has no tokenizer; pass one with --tokenizer");
     st_server_params p = params ? *params : st_server_default_params();
     if (p.port < 0 || p.port > 65535 || p.max_running < 1 || p.max_queue < 1 ||
-        p.max_batch_tokens < p.max_running || p.prefill_chunk < 1 || p.max_tokens < 1 ||
-        p.max_n < 1 || p.max_connections < 1 || p.block_tokens < 1 || p.max_body_bytes < 64)
+        p.max_batch_tokens < p.max_running || p.prefill_chunk < 1 || p.prefill_while_decoding < 1 ||
+        p.max_tokens < 1 || p.max_n < 1 || p.max_connections < 1 || p.block_tokens < 1 ||
+        p.max_body_bytes < 64)
         return st__fail(ST_ERR_INVALID_ARG,
                         "serve: invalid parameters (max_batch_tokens must be >= max_running, "
                         "sizes positive, port in [0, 65535])");
