@@ -329,6 +329,26 @@ int64_t st_hub_server_count(const st_hub_server *s, const char *prefix);
 /* Stops the server (waits for its threads). NULL is a no-op. */
 void st_hub_server_stop(st_hub_server *s);
 
+/* Where a pull's time went, for benches and the curious (st_hub_pull fills
+ * it when st_hub_client_params.stats is set; wall-clock seconds summed over
+ * the blobs downloaded). The receiving thread writes what arrives; a second
+ * thread reads it back and hashes it meanwhile, so receive and hash overlap
+ * and their sum exceeds transfer_s when the pipeline works. */
+typedef struct st_hub_pull_stats {
+    double total_s;       /* the whole st_hub_pull call */
+    double transfer_s;    /* HTTP transfers of blobs (connect to last byte) */
+    double receive_s;     /* receiving thread, outside write(2): curl's recv + callbacks */
+    double write_s;       /* receiving thread, inside write(2) into the page cache */
+    double hash_s;        /* verifying thread: SHA-256 */
+    double readback_s;    /* verifying thread: reading written bytes back (page cache) */
+    double hash_tail_s;   /* after the last byte arrived, waiting for the hash to finish */
+    double fsync_s;       /* final fsync of each blob (writeback not yet done) */
+    double commit_s;      /* under the lock: rename into the store, manifest, tag */
+    double receive_cpu_s; /* CPU time (user + system) of the receiving thread in transfers */
+    double verify_cpu_s;  /* CPU time of the verifying thread */
+    uint64_t bytes;       /* blob bytes received */
+} st_hub_pull_stats;
+
 typedef struct st_hub_client_params {
     const char *api_key;              /* for uploads (NULL: none) */
     uint64_t max_recv_bytes_per_s;    /* download rate limit (0: none) */
@@ -337,6 +357,16 @@ typedef struct st_hub_client_params {
     void *progress_user;
     int64_t *blobs_fetched;           /* when not NULL: += blobs downloaded (not skipped) */
     int64_t *bytes_fetched;           /* when not NULL: += blob bytes received over the network */
+    st_hub_pull_stats *stats;         /* when not NULL: zeroed, then filled by st_hub_pull */
+    /* How a blob is verified and made durable (the defaults are measured best;
+     * docs/L6-hub.md): false (default) hashes on a second thread that reads the
+     * written bytes back while the next ones arrive; true hashes each piece on
+     * the receiving thread as it arrives (one core; what pull did before). */
+    bool hash_on_receiving_thread;
+    /* Starts the kernel's writeback every this many bytes written, so the fsync
+     * before the commit finds little left (0: default 16 MiB; UINT64_MAX:
+     * never, one fsync of the whole blob at the end). */
+    uint64_t writeback_every_bytes;
 } st_hub_client_params;
 
 st_hub_client_params st_hub_client_default_params(void);
@@ -345,8 +375,10 @@ st_hub_client_params st_hub_client_default_params(void);
  * (e.g. "http://127.0.0.1:8080") into r. The manifest is fetched and checked
  * (its SHA-256 must equal the revision; paths and sizes validated); each
  * blob not already in r downloads into hub/tmp/SHA.partial, resuming a
- * partial file with a Range request, is hashed as it arrives and, when its
- * hash and size match, is kept; only when every blob is verified are they
+ * partial file with a Range request, is hashed as it arrives (by default on
+ * a second thread that this call starts and joins, reading the written
+ * bytes back) and, when its hash and size match, is fsynced and kept; only
+ * when every blob is verified are they
  * moved into the store, the manifest written and then the tag (TAG, or
  * latest for NAME@REV too) moved — holding the lock only for that commit.
  * rev_out may be NULL. Errors: ST_ERR_IO (network, HTTP status; names the

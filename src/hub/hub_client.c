@@ -15,22 +15,28 @@
  * only partial files the next pull continues from.
  *
  * Every response held in memory (JSON, manifests) is bounded
- * (ST_REGISTRY_MAX_MANIFEST_BYTES). Single-threaded.
+ * (ST_REGISTRY_MAX_MANIFEST_BYTES).
+ *
+ * Threads: each blob download runs on the caller's thread (curl) plus one
+ * verifying thread it starts and joins (below); nothing outlives the call,
+ * and two calls share nothing but the registry's lock and the flock'ed
+ * partial files. It is a pipeline stage, not partitioned compute, so it is
+ * a plain pthread (as the loader's prefetch thread) and not the compute pool.
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "registry_impl.h"
-
-#define READ_CHUNK (1u << 20)
 
 st_hub_client_params st_hub_client_default_params(void) {
     st_hub_client_params p;
@@ -130,21 +136,118 @@ static char *url_fmt(const char *base, const char *fmt, const char *a, const cha
     return q;
 }
 
-/* ---- blob download ---- */
+/* ---- blob download ----
+ *
+ * Two threads per blob. The receiving thread (the caller, inside curl's
+ * write callback) bounds-checks each piece and write(2)s it straight from
+ * curl's buffer to the partial file, then publishes how many bytes the file
+ * holds. The verifying thread (verify_main) reads the file back from the
+ * page cache behind it (pread into a small L2-sized buffer) and hashes, and
+ * every writeback_every_bytes (16 MiB) asks the kernel to start writing the
+ * hashed range to disk (sync_file_range(SYNC_FILE_RANGE_WRITE), async), so
+ * the fsync before the commit waits only for the last few MiB instead of
+ * the whole blob. Why (docs/L6-hub.md, `strata bench hubpull`): SHA-256
+ * runs at about 1.6 GB/s here and recv + write cost about as much again, so
+ * on one thread they add up; and the kernel's writeback of a 1 GiB blob took
+ * 0.85-1.7 s that one fsync at the end used to wait for. With
+ * hash_on_receiving_thread the callback hashes each piece itself (one
+ * thread, the former design; kept for one-core machines and for the bench
+ * to compare against).
+ *
+ * Hand-off: "written" and "done" under mu, the verifier waits on cv when it
+ * has caught up; it owns its hash, buffer and counters until joined. It
+ * starts at the first body byte of a 200/206 answer (after a 200 to a Range
+ * request has truncated the file) and hashes from offset 0, so the bytes of
+ * an earlier partial are rehashed while the rest arrives. */
+
+#define VERIFY_CHUNK (256u << 10)       /* read-back piece: stays in L2 while it is hashed */
+#define WRITEBACK_DEFAULT (16ull << 20) /* start writeback every 16 MiB */
+#define RECV_BUFFER (2L << 20)          /* curl's receive buffer (CURLOPT_BUFFERSIZE) */
+
+typedef struct verifier {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t written; /* bytes in the file (mu) */
+    bool done;        /* no more bytes will come (mu) */
+    bool started;
+    pthread_t th;
+    /* the verifier's own until joined */
+    int fd;
+    st__sha256 *h;
+    char *buf;
+    uint64_t hashed, kicked, kick_every; /* kick_every 0: never */
+    int read_errno;   /* a failed pread: errno, or -1 for a file shorter than written */
+    double hash_s, read_s, cpu_s;
+    int failed;       /* set (atomic) when the verifier stopped on an error */
+} verifier;
+
+/* Starts writeback of [kicked, hashed) once it is kick_every bytes or more.
+ * Asynchronous; where the file system lacks sync_file_range only the
+ * overlap is lost: the fsync before the commit still makes it durable. */
+static void kick_writeback(verifier *v) {
+    if (!v->kick_every || v->hashed - v->kicked < v->kick_every) return;
+    (void)sync_file_range(v->fd, (off_t)v->kicked, (off_t)(v->hashed - v->kicked), SYNC_FILE_RANGE_WRITE);
+    v->kicked = v->hashed;
+}
+
+static void verify_loop(verifier *v) {
+    for (;;) {
+        pthread_mutex_lock(&v->mu);
+        while (v->hashed == v->written && !v->done) pthread_cond_wait(&v->cv, &v->mu);
+        uint64_t avail = v->written - v->hashed;
+        pthread_mutex_unlock(&v->mu);
+        if (avail == 0) break; /* done and caught up */
+        size_t n = avail < VERIFY_CHUNK ? (size_t)avail : VERIFY_CHUNK;
+        double t0 = st_time_s();
+        size_t got = 0;
+        while (got < n) {
+            ssize_t k = pread(v->fd, v->buf + got, n - got, (off_t)(v->hashed + got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                v->read_errno = k < 0 ? errno : -1;
+                __atomic_store_n(&v->failed, 1, __ATOMIC_RELEASE);
+                return;
+            }
+            got += (size_t)k;
+        }
+        double t1 = st_time_s();
+        st__sha256_update(v->h, v->buf, n);
+        v->hash_s += st_time_s() - t1;
+        v->read_s += t1 - t0;
+        v->hashed += n;
+        kick_writeback(v);
+    }
+}
+
+/* CPU seconds (user + system) of the calling thread. */
+static double thread_cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void *verify_main(void *arg) {
+    verifier *v = arg;
+    double c0 = thread_cpu_s();
+    verify_loop(v);
+    v->cpu_s += thread_cpu_s() - c0;
+    return NULL;
+}
 
 typedef struct dl {
     int fd;
     const char *url;
-    st__sha256 *h;
+    verifier v;
     uint64_t have, expect, offset_requested;
     long status;
-    bool checked, restart, bad, io_error;
+    bool checked, bad, io_error, inline_hash, no_thread;
     char err[256];
     CURL *c;
     const st_hub_client_params *p;
     uint64_t done_base, total;
     uint64_t got_now; /* bytes of this transfer, for the rate limit */
-    double t0;
+    double t0, write_s;
 } dl;
 
 static size_t dl_header(char *data, size_t sz, size_t nm, void *ud) {
@@ -169,27 +272,40 @@ static size_t dl_write(char *data, size_t sz, size_t nm, void *ud) {
     if (!d->checked) {
         d->checked = true;
         curl_easy_getinfo(d->c, CURLINFO_RESPONSE_CODE, &d->status);
+        if (d->status != 200 && d->status != 206) return k; /* an error body: ignored, the status is checked after */
+        if (d->bad) return 0; /* a wrong Content-Range */
         if (d->status == 200 && d->have > 0) {
             /* the server ignored the Range: start over */
             if (ftruncate(d->fd, 0) != 0 || lseek(d->fd, 0, SEEK_SET) != 0) {
                 d->io_error = true;
                 return 0;
             }
-            st__sha256_free(d->h);
-            d->h = st__sha256_new();
             d->have = 0;
-            if (!d->h) return 0;
-        } else if (d->status != 200 && d->status != 206) {
-            return k; /* an error body: ignored, the status is checked after */
+        }
+        /* the verifier starts with what the file holds now */
+        d->v.written = d->have;
+        if (d->p->hash_on_receiving_thread) {
+            /* one thread: the earlier bytes now, each new piece as it arrives */
+            d->v.done = true;
+            verify_main(&d->v);
+            d->v.done = false;
+            d->inline_hash = true;
+        } else if (pthread_create(&d->v.th, NULL, verify_main, &d->v) != 0) {
+            d->no_thread = true;
+            return 0;
+        } else {
+            d->v.started = true;
         }
     }
     if (d->status != 200 && d->status != 206) return k;
     if (d->bad) return 0;
+    if (__atomic_load_n(&d->v.failed, __ATOMIC_ACQUIRE)) return 0; /* reported after the transfer */
     if (d->have + k > d->expect) {
         d->bad = true;
         snprintf(d->err, sizeof d->err, "more bytes than the manifest's %llu", (unsigned long long)d->expect);
         return 0;
     }
+    double t0 = st_time_s();
     for (size_t off = 0; off < k;) {
         ssize_t w = write(d->fd, data + off, k - off);
         if (w < 0 && errno == EINTR) continue;
@@ -199,8 +315,20 @@ static size_t dl_write(char *data, size_t sz, size_t nm, void *ud) {
         }
         off += (size_t)w;
     }
-    st__sha256_update(d->h, data, k);
+    d->write_s += st_time_s() - t0;
     d->have += k;
+    if (d->inline_hash) {
+        double th = st_time_s();
+        st__sha256_update(d->v.h, data, k);
+        d->v.hash_s += st_time_s() - th;
+        d->v.hashed = d->v.written = d->have;
+        kick_writeback(&d->v);
+    } else {
+        pthread_mutex_lock(&d->v.mu);
+        d->v.written = d->have;
+        pthread_cond_signal(&d->v.cv);
+        pthread_mutex_unlock(&d->v.mu);
+    }
     d->got_now += k;
     if (d->p->bytes_fetched) *d->p->bytes_fetched += (int64_t)k;
     if (d->p->max_recv_bytes_per_s) {
@@ -225,10 +353,15 @@ static st_status fetch_blob(st_registry *r, const char *base, const st_registry_
         st_free(url);
         return st__fail(ST_ERR_NOMEM, "hub pull: no memory");
     }
+    st_hub_pull_stats *ps = p->stats;
     st_status s = ST_OK;
     dl d;
     memset(&d, 0, sizeof d);
-    d.fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    pthread_mutex_init(&d.v.mu, NULL);
+    pthread_cond_init(&d.v.cv, NULL);
+    d.v.kick_every = p->writeback_every_bytes == UINT64_MAX ? 0
+                     : p->writeback_every_bytes ? p->writeback_every_bytes : WRITEBACK_DEFAULT;
+    d.fd = d.v.fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     d.url = url;
     d.expect = f->size;
     d.p = p;
@@ -237,25 +370,15 @@ static st_status fetch_blob(st_registry *r, const char *base, const st_registry_
     if (d.fd < 0) s = st__fail(ST_ERR_IO, "%s: cannot create: %s", part, strerror(errno));
     else if (flock(d.fd, LOCK_EX | LOCK_NB) != 0)
         s = st__fail(ST_ERR_IO, "%s: another pull is downloading this blob", part);
-    /* rehash what an earlier pull left */
+    /* what an earlier pull left is kept (and rehashed by the verifier) */
     struct stat st;
     if (s == ST_OK && fstat(d.fd, &st) != 0) s = st__fail(ST_ERR_IO, "%s: stat failed", part);
     if (s == ST_OK && (uint64_t)st.st_size > f->size && ftruncate(d.fd, 0) != 0)
         s = st__fail(ST_ERR_IO, "%s: truncate failed", part);
-    if (s == ST_OK && !(d.h = st__sha256_new())) s = st__fail(ST_ERR_NOMEM, "hub pull: no memory");
-    if (s == ST_OK && (uint64_t)st.st_size <= f->size && st.st_size > 0) {
-        char *buf = st_malloc(READ_CHUNK);
-        if (!buf) s = st__fail(ST_ERR_NOMEM, "hub pull: no memory");
-        while (s == ST_OK) {
-            ssize_t k = read(d.fd, buf, READ_CHUNK);
-            if (k < 0 && errno == EINTR) continue;
-            if (k < 0) s = st__fail(ST_ERR_IO, "%s: read failed", part);
-            if (k <= 0) break;
-            st__sha256_update(d.h, buf, (size_t)k);
-            d.have += (uint64_t)k;
-        }
-        st_free(buf);
-    }
+    if (s == ST_OK) d.have = (uint64_t)st.st_size <= f->size ? (uint64_t)st.st_size : 0;
+    if (s == ST_OK && lseek(d.fd, (off_t)d.have, SEEK_SET) < 0) s = st__fail(ST_ERR_IO, "%s: seek failed", part);
+    if (s == ST_OK && (!(d.v.h = st__sha256_new()) || !(d.v.buf = st_malloc(VERIFY_CHUNK))))
+        s = st__fail(ST_ERR_NOMEM, "hub pull: no memory");
     if (s == ST_OK && d.have < f->size) {
         d.c = new_easy(url);
         if (!d.c) s = st__fail(ST_ERR_NOMEM, "%s: cannot create a curl handle", url);
@@ -271,13 +394,18 @@ static st_status fetch_blob(st_registry *r, const char *base, const st_registry_
         curl_easy_setopt(d.c, CURLOPT_WRITEDATA, &d);
         curl_easy_setopt(d.c, CURLOPT_HEADERFUNCTION, dl_header);
         curl_easy_setopt(d.c, CURLOPT_HEADERDATA, &d);
-        curl_easy_setopt(d.c, CURLOPT_BUFFERSIZE, p->max_recv_bytes_per_s ? 16L * 1024L : 512L * 1024L);
+        curl_easy_setopt(d.c, CURLOPT_BUFFERSIZE, p->max_recv_bytes_per_s ? 16L * 1024L : RECV_BUFFER);
+        uint64_t have0 = d.have;
+        double c0 = thread_cpu_s();
         d.t0 = st_time_s();
         CURLcode rc = curl_easy_perform(d.c);
+        double t1 = st_time_s(), c1 = thread_cpu_s();
         long status = 0;
         curl_easy_getinfo(d.c, CURLINFO_RESPONSE_CODE, &status);
         if (d.bad) s = st__fail(ST_ERR_FORMAT, "%s: refused: %s", url, d.err);
         else if (d.io_error) s = st__fail(ST_ERR_IO, "%s: cannot write: %s", part, strerror(errno));
+        else if (d.no_thread) s = st__fail(ST_ERR_NOMEM, "%s: cannot start the hashing thread", part);
+        else if (d.v.failed) s = ST_OK; /* reported below, after the join */
         else if (rc != CURLE_OK) s = st__fail(ST_ERR_IO, "%s: %s (after %llu of %llu bytes; pull again to resume)", url,
                                                curl_easy_strerror(rc), (unsigned long long)d.have, (unsigned long long)f->size);
         else if (status != 200 && status != 206) s = st__fail(ST_ERR_IO, "%s: HTTP %ld", url, status);
@@ -285,21 +413,55 @@ static st_status fetch_blob(st_registry *r, const char *base, const st_registry_
             s = st__fail(ST_ERR_FORMAT, "%s: %llu bytes, the manifest says %llu", url, (unsigned long long)d.have,
                          (unsigned long long)f->size);
         curl_easy_cleanup(d.c);
+        if (ps) {
+            ps->transfer_s += t1 - d.t0;
+            ps->write_s += d.write_s;
+            ps->receive_s += (t1 - d.t0) - d.write_s;
+            ps->receive_cpu_s += c1 - c0;
+            ps->bytes += d.have >= have0 ? d.have - have0 : d.have;
+        }
     }
+    /* finish the hash: join the verifier, or hash a complete partial here */
+    double th = st_time_s();
+    if (d.v.started) {
+        pthread_mutex_lock(&d.v.mu);
+        d.v.done = true;
+        pthread_cond_signal(&d.v.cv);
+        pthread_mutex_unlock(&d.v.mu);
+        pthread_join(d.v.th, NULL);
+    } else if (s == ST_OK && !d.inline_hash) {
+        d.v.written = d.have;
+        d.v.done = true;
+        verify_main(&d.v);
+    }
+    if (ps) {
+        ps->hash_tail_s += st_time_s() - th;
+        ps->hash_s += d.v.hash_s;
+        ps->readback_s += d.v.read_s;
+        ps->verify_cpu_s += d.v.cpu_s;
+    }
+    if (s == ST_OK && d.v.failed)
+        s = st__fail(ST_ERR_IO, "%s: cannot read back for hashing: %s", part,
+                     d.v.read_errno > 0 ? strerror(d.v.read_errno) : "the file is shorter than written");
     if (s == ST_OK) {
         char hex[65];
-        st__sha256_final_hex(d.h, hex);
-        d.h = NULL;
+        st__sha256_final_hex(d.v.h, hex);
+        d.v.h = NULL;
+        double tf = st_time_s();
         if (strcmp(hex, f->sha256) != 0) {
             s = st__fail(ST_ERR_FORMAT, "%s: SHA-256 of the bytes is %s, not %s: refused (%s)", url, hex, f->sha256, f->path);
             unlink(part); /* never resume from bad bytes */
         } else if (fsync(d.fd) != 0) {
             s = st__fail(ST_ERR_IO, "%s: fsync failed: %s", part, strerror(errno));
         }
+        if (ps) ps->fsync_s += st_time_s() - tf;
     } else if (s == ST_ERR_FORMAT) {
         unlink(part);
     }
-    st__sha256_free(d.h);
+    st__sha256_free(d.v.h);
+    st_free(d.v.buf);
+    pthread_cond_destroy(&d.v.cv);
+    pthread_mutex_destroy(&d.v.mu);
     if (d.fd >= 0) close(d.fd);
     st_free(url);
     if (s == ST_OK) *partial_out = part;
@@ -310,6 +472,8 @@ static st_status fetch_blob(st_registry *r, const char *base, const st_registry_
 st_status st_hub_pull(st_registry *r, const char *base, const char *ref, const st_hub_client_params *pp,
                       char rev_out[65]) {
     st_hub_client_params p = pp ? *pp : st_hub_client_default_params();
+    double t_start = st_time_s();
+    if (p.stats) memset(p.stats, 0, sizeof *p.stats);
     char name[ST_REGISTRY_MAX_NAME + 1], tag[ST_REGISTRY_MAX_NAME + 1], rev[65];
     ST_TRY(st_registry_parse_ref(ref, name, tag, rev));
     if (!tag[0] && strlen(rev) != 64)
@@ -370,6 +534,7 @@ st_status st_hub_pull(st_registry *r, const char *base, const char *ref, const s
         if (p.progress) p.progress(p.progress_user, done, m->total_bytes);
     }
     /* commit: blobs, manifest, tag last */
+    double t_commit = st_time_s();
     if (s == ST_OK && (s = st__reg_lock(r, LOCK_EX)) == ST_OK) {
         for (int i = 0; s == ST_OK && i < m->n_files; i++)
             if (parts[i]) s = st__reg_commit_blob(r, parts[i], m->files[i].sha256);
@@ -379,6 +544,10 @@ st_status st_hub_pull(st_registry *r, const char *base, const char *ref, const s
         if (s == ST_OK) s = st__reg_commit_manifest(r, m, js, jn, tag[0] ? tag : NULL);
         st_free(js);
         st__reg_unlock(r);
+    }
+    if (p.stats) {
+        p.stats->commit_s = st_time_s() - t_commit;
+        p.stats->total_s = st_time_s() - t_start;
     }
     if (s == ST_OK && rev_out) memcpy(rev_out, m->revision, 65);
     for (int i = 0; parts && i < m->n_files; i++) st_free(parts[i]);
