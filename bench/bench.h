@@ -20,6 +20,7 @@ int bench_track_main(int argc, char **argv);
 int bench_vec_main(int argc, char **argv);
 int bench_decode_main(int argc, char **argv);
 int bench_llamacpp_main(int argc, char **argv);
+int bench_dist_main(int argc, char **argv);
 
 /* Engine speed as bench decode and bench llamacpp measure it (bench/decode.c):
  * reps times, a BENCH_PREFILL_TOKENS-token prefill of ids (tokens/s), then a

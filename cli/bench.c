@@ -24,7 +24,8 @@ static void usage(FILE *f) {
             "  track  experiment tracking: metric points/s logged vs a training step\n"
             "  hubpull  hub pull over loopback (hash-verified) vs read + SHA-256 of the bytes\n"
             "  decode  engine prefill vs the sgemm peak, decode vs the memory-bandwidth bound\n"
-            "  llamacpp  engine prefill/decode vs llama.cpp (node-llama-cpp) on the same GGUF\n\n"
+            "  llamacpp  engine prefill/decode vs llama.cpp (node-llama-cpp) on the same GGUF\n"
+            "  dist   data-parallel training tokens/s at 1 and 2 MPI ranks (goal >= 1.8x)\n\n"
             "Run 'strata bench <name> --help' for its options.\n");
 }
 
@@ -48,5 +49,6 @@ int cmd_bench(int argc, char **argv) {
     if (strcmp(argv[1], "hubpull") == 0) return bench_hubpull_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "decode") == 0) return bench_decode_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "llamacpp") == 0) return bench_llamacpp_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "dist") == 0) return bench_dist_main(argc - 1, argv + 1);
     return cli_usage_error("bench", "unknown benchmark '%s'", argv[1]);
 }

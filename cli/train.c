@@ -21,21 +21,41 @@
  * forward and backward); at the end the measured peaks (RSS high-water from
  * getrusage, the allocator's peak from st_alloc_get_stats) are printed
  * beside it with their ratio.
+ * Distributed (`mpirun -np N strata train`, strata/dist.h): every rank runs
+ * this loop on its own rows. An optimizer step consumes global batch
+ * `step` of global_batch G rows (a pure function of (seed, step)), cut into
+ * G / B slices of B rows (--batch is per rank); slice j = r*A + k is rank
+ * r's micro-batch k, A = G / (B x N) micro-batches per rank (gradient
+ * accumulation), so the data of a step — and the loss curve — is the same
+ * for any N. Gradients go through a st_ddp: buckets are averaged across
+ * ranks during the last micro-batch's backward, then every rank takes the
+ * same step (or its ZeRO-1 shard of it). Losses and evaluations are
+ * averaged over ranks (each rank evaluates every N-th eval batch). Rank 0
+ * alone writes metrics.jsonl, checkpoints, tracking and the registry; the
+ * other ranks print to stderr with a "[rank r]" prefix and no progress bar.
+ * Checkpoints hold the full optimizer state and the step (the data
+ * position), so any number of ranks resumes them. With one process and no
+ * global_batch the loop is what it always was, bit for bit.
+ *
  * Ownership: everything is created and freed in cmd_train. Threads: the
- * context's pool (--threads / STRATA_THREADS); this file is single-threaded.
+ * context's pool (--threads / STRATA_THREADS) and the communicator's thread
+ * (strata/dist.h); this file runs on one thread.
  */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "progress.h"
 #include "strata/data.h"
+#include "strata/dist.h"
 #include "strata/hub.h"
 #include "strata/registry.h"
 #include "strata/track.h"
@@ -86,9 +106,27 @@ static void usage(FILE *f) {
             "  --eval-iters N      batches per loss estimate (config: eval_iters)\n"
             "  --batch B           batch size (config: batch_size)\n"
             "  --lr LR             peak learning rate (config: learning_rate; min_lr scales along)\n"
-            "  --threads N         worker threads (default: STRATA_THREADS, else all CPUs)\n"
+            "  --global-batch G    rows per optimizer step over all ranks (config: global_batch;\n"
+            "                      default batch x ranks): gradient accumulation makes up\n"
+            "                      G / (batch x ranks) micro-batches, so G fixes the curve\n"
+            "  --threads N         worker threads (default: STRATA_THREADS, else all CPUs;\n"
+            "                      under mpirun give each rank its share of the cores)\n"
             "  --json              JSON lines on stdout (each evaluation, then a summary)\n"
             "  --help              this text\n\n"
+            "distributed data-parallel training (docs/L7-distributed.md):\n"
+            "  mpirun -np N strata train ...   N ranks; --batch is per rank; rank 0 writes\n"
+            "                      the outputs, other ranks log to stderr as [rank r]\n"
+            "  --dist auto|mpi     auto (default): MPI when started by mpirun, else one\n"
+            "                      process; mpi: initialize MPI in any case\n"
+            "  --bucket-mb MB      gradient bucket size in MiB (default 25, PyTorch DDP's);\n"
+            "                      a bucket's all-reduce starts when its grads are final\n"
+            "  --zero 0|1          1: ZeRO stage 1, AdamW state sharded over the ranks\n"
+            "                      (default 0)\n"
+            "  --dist-overlap M    thread (default): a communication thread drives MPI\n"
+            "                      during backward; poll: MPI_Test between backward nodes;\n"
+            "                      none: all-reduce after backward\n"
+            "  --dist-timeout S    a collective that takes longer than S seconds (default 30)\n"
+            "                      ends the job, naming the ranks that do not answer\n\n"
             "The memory budget printed after the first step is parameters + grads + AdamW\n"
             "moments + the activations the tape keeps (bytes of the step tensors recorded\n"
             "nodes hold, measured after the first forward); at the end the peak RSS and\n"
@@ -97,10 +135,32 @@ static void usage(FILE *f) {
 
 typedef struct train_args {
     const char *config, *data, *out, *resume, *tracking, *experiment, *reg, *reg_tag;
-    long steps, seed, eval_every, eval_iters, batch, threads;
-    double lr;
-    bool json;
+    long steps, seed, eval_every, eval_iters, batch, threads, global_batch, zero;
+    double lr, bucket_mb, dist_timeout;
+    bool json, force_mpi;
+    st_dist_overlap overlap;
 } train_args;
+
+/* Lines written to this FILE go to stderr as "[rank r] line" (ranks > 0). */
+typedef struct rank_out {
+    int rank;
+    bool bol;
+} rank_out;
+
+static ssize_t rank_write(void *cookie, const char *buf, size_t n) {
+    rank_out *r = cookie;
+    size_t i = 0;
+    while (i < n) {
+        if (r->bol) fprintf(stderr, "[rank %d] ", r->rank);
+        const char *nl = memchr(buf + i, '\n', n - i);
+        size_t k = nl ? (size_t)(nl - (buf + i)) + 1 : n - i;
+        fwrite(buf + i, 1, k, stderr);
+        r->bol = nl != NULL;
+        i += k;
+    }
+    fflush(stderr);
+    return (ssize_t)n;
+}
 
 static uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
@@ -125,7 +185,6 @@ typedef struct trainer {
     train_config cfg;
     st_ctx *ctx;
     st_model *m;
-    st_optim *o;
     st_tokenizer *tok;
     st_textdata *data;      /* --data FILE.txt */
     st_loader *ld;          /* --data DIR (token shards): train batches, prefetched */
@@ -134,6 +193,12 @@ typedef struct trainer {
     st_lr_schedule sched;
     uint64_t seed;
     int32_t *batch, *xbuf, *ybuf;
+    /* data parallelism: rank r of n_ranks, accum micro-batches per step */
+    st_dist *dist;
+    st_ddp *ddp;
+    int rank, n_ranks, accum, global_batch;
+    st_loader **ld_micro;   /* [accum]: shard loaders, slice r*accum + k (ld_micro[0] == ld) */
+    int32_t *gbatch;        /* text data: the step's global batch [G, T+1] */
     size_t saved_bytes; /* activations the tape keeps (first step; 0 until then) */
     int tape_nodes;
 } trainer;
@@ -144,7 +209,7 @@ static st_status eval_split(trainer *t, st_split split, int64_t step, double *me
     st_ctx_set_grad_enabled(t->ctx, false);
     st_model_set_training(t->m, false, 0);
     st_status s = ST_OK;
-    for (int64_t k = 0; k < t->cfg.eval_iters && s == ST_OK; k++) {
+    for (int64_t k = t->rank; k < t->cfg.eval_iters && s == ST_OK; k += t->n_ranks) {
         st_ctx_reset(t->ctx);
         st_tensor *x, *y, *loss;
         float v = 0.0f;
@@ -158,33 +223,63 @@ static st_status eval_split(trainer *t, st_split split, int64_t step, double *me
     }
     st_ctx_reset(t->ctx);
     st_ctx_set_grad_enabled(t->ctx, true);
+    if (s == ST_OK && t->n_ranks > 1) s = st_dist_allreduce_sum_f64(t->dist, &sum, 1);
     *mean = (double)(float)(sum / (double)t->cfg.eval_iters);
     return s;
 }
 
-static st_status train_step(trainer *t, int64_t step, float *loss_out) {
-    int B = t->cfg.batch_size, T = t->cfg.block_size;
-    st_ctx_reset(t->ctx);
-    st_tensor *x, *y, *loss;
-    if (t->ld) { /* batch `step` of the loader: the same pure function of (seed, step) */
-        double w = 0.0;
-        ST_TRY(st_loader_next(t->ld, t->batch, &w));
-        t->data_wait_s += w;
-    } else {
-        ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step, B, T, t->batch));
+/* One optimizer step: accum micro-batches of B rows (this rank's slices of
+ * global batch `step`), the last one's backward averaging the gradients
+ * across ranks; then clip by the global norm and step. *loss_out: the mean
+ * loss over ranks and micro-batches; *stop: a rank caught a signal. */
+static st_status train_step(trainer *t, int64_t step, float *loss_out, int *stop) {
+    int B = t->cfg.batch_size, T = t->cfg.block_size, A = t->accum;
+    double loss_sum = 0.0;
+    if (!t->ld && t->gbatch) /* the whole global batch; this rank's rows below */
+        ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step,
+                                 t->global_batch, T, t->gbatch));
+    for (int k = 0; k < A; k++) {
+        int slice = t->rank * A + k; /* B-row slice of the global batch */
+        st_ctx_reset(t->ctx);
+        st_tensor *x, *y, *loss;
+        const int32_t *rows = t->batch;
+        if (t->ld) { /* batch `step` of the loader: the same pure function of (seed, step) */
+            double w = 0.0;
+            ST_TRY(st_loader_next(t->ld_micro[k], t->batch, &w));
+            t->data_wait_s += w;
+        } else if (t->gbatch) {
+            rows = t->gbatch + (size_t)slice * (size_t)B * (size_t)(T + 1);
+        } else {
+            ST_TRY(st_textdata_batch(t->data, ST_SPLIT_TRAIN, t->seed, (uint64_t)step, B, T,
+                                     t->batch));
+        }
+        ST_TRY(make_xy(t->ctx, rows, B, T, t->xbuf, t->ybuf, &x, &y));
+        uint64_t ds = mix64(t->seed ^ mix64((uint64_t)step + 1));
+        if (slice > 0) ds = mix64(ds ^ ((uint64_t)slice * 0x9e3779b97f4a7c15ULL));
+        st_model_set_training(t->m, true, ds);
+        ST_TRY(st_model_loss(t->m, x, y, &loss, NULL));
+        float v = 0.0f;
+        ST_TRY(st_tensor_get_f32(loss, 0, &v));
+        loss_sum += (double)v;
+        if (t->saved_bytes == 0) {
+            t->saved_bytes = st_autograd_saved_bytes(t->ctx);
+            t->tape_nodes = st_autograd_tape_size(t->ctx);
+        }
+        st_ddp_prepare(t->ddp, k == A - 1); /* the last backward averages across ranks */
+        ST_TRY(st_backward(t->ctx, loss));
     }
-    ST_TRY(make_xy(t->ctx, t->batch, B, T, t->xbuf, t->ybuf, &x, &y));
-    st_model_set_training(t->m, true, mix64(t->seed ^ mix64((uint64_t)step + 1)));
-    ST_TRY(st_model_loss(t->m, x, y, &loss, NULL));
-    ST_TRY(st_tensor_get_f32(loss, 0, loss_out));
-    if (t->saved_bytes == 0) {
-        t->saved_bytes = st_autograd_saved_bytes(t->ctx);
-        t->tape_nodes = st_autograd_tape_size(t->ctx);
+    ST_TRY(st_ddp_finish(t->ddp, 1.0f / (float)(A * t->n_ranks)));
+    int sig = st_train_log_signal(NULL);
+    if (t->n_ranks > 1) { /* mean loss, and whether any rank must stop */
+        double v[2] = {loss_sum, sig ? 1.0 : 0.0};
+        ST_TRY(st_dist_allreduce_sum_f64(t->dist, v, 2));
+        loss_sum = v[0];
+        if (!sig && v[1] > 0) sig = SIGTERM;
     }
-    ST_TRY(st_backward(t->ctx, loss));
-    if (t->cfg.grad_clip > 0) ST_TRY(st_clip_grad_norm(t->m, (float)t->cfg.grad_clip, NULL));
-    ST_TRY(st_optim_step(t->o, st_lr_at(&t->sched, step)));
-    st_model_zero_grad(t->m);
+    *stop = sig;
+    *loss_out = (float)(loss_sum / (double)(A * t->n_ranks));
+    ST_TRY(st_ddp_step(t->ddp, st_lr_at(&t->sched, step), (float)t->cfg.grad_clip, NULL));
+    st_ddp_zero_grad(t->ddp);
     return ST_OK;
 }
 
@@ -236,9 +331,26 @@ static double mb(double bytes) { return bytes / (1024.0 * 1024.0); }
 
 int cmd_train(int argc, char **argv) {
     train_args a = {.steps = -1, .seed = 1337, .eval_every = -1, .eval_iters = -1, .batch = -1,
-                    .threads = 0, .lr = -1.0};
+                    .threads = 0, .lr = -1.0, .global_batch = -1, .zero = 0, .bucket_mb = 25.0,
+                    .dist_timeout = 30.0, .overlap = ST_DIST_OVERLAP_THREAD};
     if (cli_wants_help(argc, argv)) {
-        usage(stdout);
+        /* one write(2): a reader that stops early (grep -q) must not cut the text */
+        char *help = NULL;
+        size_t n_help = 0;
+        FILE *mf = open_memstream(&help, &n_help);
+        if (mf) {
+            usage(mf);
+            fclose(mf);
+            fflush(stdout);
+            for (size_t off = 0; help && off < n_help;) {
+                ssize_t w = write(STDOUT_FILENO, help + off, n_help - off);
+                if (w <= 0) break;
+                off += (size_t)w;
+            }
+            free(help);
+        } else {
+            usage(stdout);
+        }
         return 0;
     }
     for (int i = 1; i < argc; i++) {
@@ -265,15 +377,25 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(k, "--batch")) ok = cli_parse_long(v, &a.batch) && a.batch >= 1;
         else if (!strcmp(k, "--threads")) ok = cli_parse_long(v, &a.threads) && a.threads >= 1;
         else if (!strcmp(k, "--lr")) ok = cli_parse_double(v, &a.lr) && a.lr > 0;
+        else if (!strcmp(k, "--global-batch")) ok = cli_parse_long(v, &a.global_batch) && a.global_batch >= 1;
+        else if (!strcmp(k, "--zero")) ok = cli_parse_long(v, &a.zero) && (a.zero == 0 || a.zero == 1);
+        else if (!strcmp(k, "--bucket-mb")) ok = cli_parse_double(v, &a.bucket_mb) && a.bucket_mb > 0;
+        else if (!strcmp(k, "--dist-timeout")) ok = cli_parse_double(v, &a.dist_timeout) && a.dist_timeout > 0;
+        else if (!strcmp(k, "--dist-overlap")) ok = st_dist_overlap_parse(v, &a.overlap);
+        else if (!strcmp(k, "--dist")) {
+            ok = !strcmp(v, "auto") || !strcmp(v, "mpi");
+            a.force_mpi = !strcmp(v, "mpi");
+        }
         else return cli_usage_error("train", "unknown option '%s'", k);
         if (!ok) return cli_usage_error("train", "bad value '%s' for %s", v, k);
     }
     if (!a.resume && (!a.config || !a.data))
         return cli_usage_error("train", "--config and --data are required (or --resume DIR)");
-    if (a.resume && (a.config || a.batch > 0 || a.lr > 0 || a.eval_every > 0 || a.eval_iters > 0))
+    if (a.resume && (a.config || a.batch > 0 || a.lr > 0 || a.eval_every > 0 || a.eval_iters > 0 ||
+                     a.global_batch > 0))
         return cli_usage_error("train", "--resume continues the run's own configuration: "
-                                        "--config, --batch, --lr, --eval-every and --eval-iters "
-                                        "cannot change it");
+                                        "--config, --batch, --lr, --eval-every, --eval-iters and "
+                                        "--global-batch cannot change it");
     if (a.reg_tag && !a.reg) return cli_usage_error("train", "--tag needs --register NAME");
     char *resume_path = NULL; /* a registry reference resolved to its snapshot */
     if (a.resume) {
@@ -292,6 +414,27 @@ int cmd_train(int argc, char **argv) {
 
     trainer t;
     memset(&t, 0, sizeof t);
+    /* 0. The communicator: MPI under mpirun (or --dist mpi), else one process. */
+    st_dist_params dp = st_dist_default_params();
+    dp.force_mpi = a.force_mpi;
+    dp.timeout_s = a.dist_timeout;
+    dp.overlap = a.overlap;
+    st_status ds = st_dist_new(&dp, &t.dist);
+    if (ds != ST_OK) {
+        st_free(resume_path);
+        return cli_fail("train", ds);
+    }
+    t.rank = st_dist_rank(t.dist);
+    t.n_ranks = st_dist_size(t.dist);
+    rank_out rout = {.rank = t.rank, .bol = true};
+    FILE *rank_file = NULL;
+    if (t.rank > 0) { /* ranks > 0: prefixed lines on stderr, nothing on stdout */
+        rank_file = fopencookie(&rout, "w", (cookie_io_functions_t){.write = rank_write});
+        if (rank_file) setvbuf(rank_file, NULL, _IOLBF, 0);
+        info = rank_file ? rank_file : stderr;
+        st_track_catch_signals(); /* rank 0's tracking log installs them there */
+    }
+    bool lead = t.rank == 0;
     cli_progress prog;
     memset(&prog, 0, sizeof prog);
     char data_path[4096];
@@ -344,9 +487,22 @@ int cmd_train(int argc, char **argv) {
             t.cfg.min_lr *= a.lr / t.cfg.learning_rate;
             t.cfg.learning_rate = a.lr;
         }
+        if (a.global_batch > 0) t.cfg.global_batch = (int)a.global_batch;
         TRY(train_config_validate(&t.cfg));
         t.seed = (uint64_t)a.seed;
     }
+    /* The global batch: fixed by the configuration (or this first run's
+     * batch x ranks, recorded so a resume on other ranks keeps it). */
+    if (t.cfg.global_batch == 0) t.cfg.global_batch = t.cfg.batch_size * t.n_ranks;
+    if (t.cfg.global_batch % (t.cfg.batch_size * t.n_ranks) != 0) {
+        s = st__fail(ST_ERR_INVALID_ARG,
+                     "global_batch %d is not a multiple of batch %d x %d ranks; choose a batch "
+                     "or a number of ranks that divides it",
+                     t.cfg.global_batch, t.cfg.batch_size, t.n_ranks);
+        goto fail;
+    }
+    t.global_batch = t.cfg.global_batch;
+    t.accum = t.global_batch / (t.cfg.batch_size * t.n_ranks);
     int64_t max_steps = a.steps >= 0 ? a.steps : t.cfg.max_iters;
     size_t on = strlen(t.cfg.name) + 8;
     out_dir = st_malloc(on + (a.out ? strlen(a.out) : 0) + (a.resume ? strlen(a.resume) : 0));
@@ -397,7 +553,22 @@ int cmd_train(int argc, char **argv) {
         lp.batch_size = B;
         lp.block_size = T;
         lp.seed = t.seed;
-        TRY(st_loader_new(a.data, &lp, &t.ld));
+        /* slice r*accum + k of a global batch of (ranks x accum) slices */
+        lp.world_size = t.n_ranks * t.accum;
+        t.ld_micro = st_calloc((size_t)t.accum, sizeof *t.ld_micro);
+        if (!t.ld_micro) {
+            s = st__fail(ST_ERR_NOMEM, "no memory");
+            goto fail;
+        }
+        for (int k = 0; k < t.accum; k++) {
+            lp.rank = t.rank * t.accum + k;
+            lp.check_tokens = k == 0;
+            TRY(st_loader_new(a.data, &lp, &t.ld_micro[k]));
+        }
+        t.ld = t.ld_micro[0];
+        lp.rank = 0;
+        lp.world_size = 1;
+        lp.check_tokens = true;
         lp.prefetch = 0;
         lp.seed = t.seed ^ EVAL_SALT;
         lp.check_tokens = false; /* the train loader checked the same shards */
@@ -412,6 +583,13 @@ int cmd_train(int argc, char **argv) {
         TRY(st_textdata_new(t.tok, text, n_text, t.cfg.train_frac, a.data, &t.data));
         n_tok[0] = st_textdata_n_tokens(t.data, ST_SPLIT_TRAIN);
         n_tok[1] = st_textdata_n_tokens(t.data, ST_SPLIT_VAL);
+    }
+    if (!shards && (t.accum > 1 || t.n_ranks > 1)) {
+        t.gbatch = st_malloc(sizeof(int32_t) * (size_t)t.global_batch * (size_t)(T + 1));
+        if (!t.gbatch) {
+            s = st__fail(ST_ERR_NOMEM, "no memory for a global batch of %d rows", t.global_batch);
+            goto fail;
+        }
     }
     t.batch = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)(T + 1));
     t.xbuf = st_malloc(sizeof(int32_t) * (size_t)B * (size_t)T);
@@ -438,7 +616,11 @@ int cmd_train(int argc, char **argv) {
     op.beta1 = (float)t.cfg.beta1;
     op.beta2 = (float)t.cfg.beta2;
     op.weight_decay = (float)t.cfg.weight_decay;
-    TRY(st_optim_new(t.m, &op, &t.o));
+    st_ddp_params ddp = st_ddp_default_params();
+    ddp.optim = op;
+    ddp.zero = (int)a.zero;
+    ddp.bucket_bytes = (size_t)(a.bucket_mb * 1024.0 * 1024.0);
+    TRY(st_ddp_new(t.dist, t.m, &ddp, &t.ddp));
     t.sched = (st_lr_schedule){.lr_max = (float)t.cfg.learning_rate,
                                .lr_min = (float)t.cfg.min_lr,
                                .warmup_steps = t.cfg.warmup_iters,
@@ -449,15 +631,15 @@ int cmd_train(int argc, char **argv) {
     int64_t tokens_seen = 0;
     if (a.resume) {
         st_train_state_clear(&ts);
-        TRY(st_train_state_load(a.resume, t.o, &ts));
+        TRY(st_ddp_load(t.ddp, a.resume, &ts));
         start = ts.step;
         elapsed0 = ts.elapsed_s;
         tokens_seen = ts.tokens_seen;
     }
     TRY(train_config_to_json(&t.cfg, &cfg_json));
 
-    /* 4. Output directory and metrics file. */
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+    /* 4. Output directory and metrics file (rank 0's). */
+    if (lead && mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
         s = st__fail(ST_ERR_IO, "%s: cannot create: %s", out_dir, strerror(errno));
         goto fail;
     }
@@ -467,11 +649,11 @@ int cmd_train(int argc, char **argv) {
         goto fail;
     }
     sprintf(metrics_path, "%s/metrics.jsonl", out_dir);
-    if (a.resume) TRY(trim_metrics(metrics_path, start));
-    else remove(metrics_path);
+    if (lead && a.resume) TRY(trim_metrics(metrics_path, start));
+    else if (lead) remove(metrics_path);
     /* Every run is logged (a resumed one as a new run with the same seed);
      * tracking failures are warnings, never a reason to stop training. */
-    st_train_log_begin(a.tracking, a.experiment, argc, argv, cfg_json, (int64_t)t.seed, &tl);
+    if (lead) st_train_log_begin(a.tracking, a.experiment, argc, argv, cfg_json, (int64_t)t.seed, &tl);
 
     const st_model_config *mc = st_model_get_config(t.m);
     int64_t n_params = st_model_n_params(t.m);
@@ -491,21 +673,40 @@ int cmd_train(int argc, char **argv) {
     fprintf(info, "model: %lld parameters (%.2f M); %d threads; steps %lld -> %lld; out %s\n",
             (long long)n_params, (double)n_params / 1e6, st_ctx_n_threads(t.ctx),
             (long long)start, (long long)max_steps, out_dir);
+    if (t.n_ranks > 1 || t.accum > 1 || a.zero) {
+        st_ddp_stats dst;
+        st_ddp_get_stats(t.ddp, &dst);
+        fprintf(info,
+                "data parallel: rank %d of %d (%s), global batch %d = batch %d x %d ranks x %d "
+                "accumulation; %d gradient buckets (%.1f MB in all, --bucket-mb %g), overlap "
+                "%s%s\n",
+                t.rank, t.n_ranks, st_dist_is_mpi(t.dist) ? "MPI" : "one process",
+                t.global_batch, B, t.n_ranks, t.accum, dst.n_buckets,
+                mb((double)dst.bytes_per_sync), a.bucket_mb, st_dist_overlap_name(a.overlap),
+                a.zero ? ", ZeRO-1" : "");
+    }
+    fprintf(info, "optimizer memory per rank: %.2f MB (AdamW moments%s)\n",
+            mb((double)st_ddp_optim_bytes(t.ddp)),
+            a.zero ? (t.n_ranks > 1 ? ", ZeRO-1 shard: 1/ranks of them" : ", ZeRO-1, one rank")
+                   : ", all of them");
     fflush(info);
 
-    if (t.ld && start > 0) { /* batch i of the loader is batch i of the run: resume is exact */
+    for (int k = 0; t.ld && start > 0 && k < t.accum; k++) {
+        /* batch i of the loader is batch i of the run (any number of ranks): resume is exact */
         st_loader_state lst;
-        st_loader_get_state(t.ld, &lst);
+        st_loader_get_state(t.ld_micro[k], &lst);
         lst.next_batch = (uint64_t)start;
-        TRY(st_loader_set_state(t.ld, &lst));
+        TRY(st_loader_set_state(t.ld_micro[k], &lst));
     }
 
     /* 5. The loop. */
-    double budget = 0.0, t_run = st_time_s(), train_time = 0.0;
+    double budget = 0.0, t_run = st_time_s(), train_time = 0.0, run_train_time = 0.0,
+           first_step_s = 0.0;
     int64_t tokens_since = 0;
     double last_train = NAN, last_val = NAN;
     cli_progress_init(&prog, start, max_steps, t.cfg.eval_interval > 5 ? t.cfg.eval_interval / 5 : 1,
-                      true);
+                      lead);
+    int stop_sig = 0;
     char size_desc[512];
     if (shards)
         snprintf(size_desc, sizeof size_desc, "%s (token shards, %lld train + %lld val tokens)",
@@ -537,13 +738,16 @@ int cmd_train(int argc, char **argv) {
                      (long long)step, last_train, last_val, (double)lr, tps, elapsed,
                      t.data_wait_s, train_time > 0 ? t.data_wait_s / train_time : 0.0);
             t.data_wait_s = 0.0;
-            TRY(append_line(metrics_path, line));
-            st_train_log_eval(tl, step, last_train, last_val, (double)lr, tps, elapsed);
-            if (a.json) printf("%s\n", line);
-            else
-                printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f tok/s, %.1f s\n",
-                       (long long)step, last_train, last_val, (double)lr, tps, elapsed);
-            fflush(stdout);
+            if (lead) {
+                TRY(append_line(metrics_path, line));
+                st_train_log_eval(tl, step, last_train, last_val, (double)lr, tps, elapsed);
+                if (a.json) printf("%s\n", line);
+                else
+                    printf("step %lld: train loss %.4f, val loss %.4f, lr %.2e, %.0f tok/s, "
+                           "%.1f s\n",
+                           (long long)step, last_train, last_val, (double)lr, tps, elapsed);
+                fflush(stdout);
+            }
             tokens_since = 0;
             train_time = 0.0;
             st_model_card card = st_model_card_default();
@@ -553,41 +757,50 @@ int cmd_train(int argc, char **argv) {
             card.tokens_seen = tokens_seen;
             card.train_loss = last_train;
             card.val_loss = last_val;
-            TRY(st_modeldir_save(out_dir, t.m, t.tok, &card));
+            if (lead) TRY(st_modeldir_save(out_dir, t.m, t.tok, &card));
             st_train_state st2 = {.step = step, .seed = t.seed, .tokens_seen = tokens_seen,
                                   .elapsed_s = elapsed, .config_json = cfg_json,
                                   .data_path = (char *)a.data, .data_bytes = (int64_t)n_text,
                                   .schedule = t.sched};
-            TRY(st_train_state_save(out_dir, t.o, &st2));
+            TRY(st_ddp_save(t.ddp, out_dir, &st2)); /* collective; rank 0 writes */
         }
         if (step >= max_steps) break;
-        if ((sig = st_train_log_signal(tl)) != 0) break; /* Ctrl-C / SIGTERM: stop cleanly */
+        if (stop_sig || (t.n_ranks == 1 && (stop_sig = st_train_log_signal(tl)) != 0)) {
+            sig = stop_sig; /* Ctrl-C / SIGTERM (on any rank): stop cleanly */
+            break;
+        }
         double t0 = st_time_s();
         float loss = 0.0f;
-        TRY(train_step(&t, step, &loss));
+        TRY(train_step(&t, step, &loss, &stop_sig));
         st_train_log_step(tl, step, loss);
         if (budget == 0.0) {
             double act = (double)t.saved_bytes;
             double p4 = 4.0 * (double)n_params; /* f32 */
-            budget = p4 * 4.0 + act;
+            double opt = (double)st_ddp_optim_bytes(t.ddp);
+            budget = p4 * 2.0 + opt + act;
             cli_progress_clear(&prog);
             fprintf(info,
                     "memory budget: params %.1f MB + grads %.1f MB + AdamW moments %.1f MB + "
                     "activations the tape keeps %.1f MB (%d nodes) = %.1f MB\n",
-                    mb(p4), mb(p4), mb(2 * p4), mb(act), t.tape_nodes, mb(budget));
+                    mb(p4), mb(p4), mb(opt), mb(act), t.tape_nodes, mb(budget));
             fflush(info);
         }
         double dt = st_time_s() - t0;
         train_time += dt;
-        tokens_since += (int64_t)B * T;
-        tokens_seen += (int64_t)B * T;
+        if (run_train_time == 0.0) { /* warm-up (allocations, page faults): left out of the */
+            first_step_s = dt;       /* communication figures */
+            st_ddp_reset_stats(t.ddp);
+        }
+        run_train_time += dt;
+        tokens_since += (int64_t)t.global_batch * T;
+        tokens_seen += (int64_t)t.global_batch * T;
         cli_progress_update(&prog, step + 1, loss, (double)tokens_since / train_time);
     }
     cli_progress_clear(&prog);
     if (sig) {
         st_train_log_end(tl, ST_RUN_KILLED, NULL);
         tl = NULL;
-        fprintf(stderr, "strata train: stopped by signal %d; the last checkpoint is in %s\n", sig, out_dir);
+        fprintf(lead ? stderr : info, "strata train: stopped by signal %d; the last checkpoint is in %s\n", sig, out_dir);
         rc = 128 + sig;
         goto done;
     }
@@ -598,14 +811,31 @@ int cmd_train(int argc, char **argv) {
     double heap = (double)st_alloc_get_stats().peak_bytes;
     double step_peak = (double)st_arena_peak_bytes(st_ctx_arena(t.ctx));
     double ratio = budget > 0 ? rss / budget : 0.0;
-    if (a.json) {
+    st_ddp_stats dst;
+    st_ddp_get_stats(t.ddp, &dst);
+    double steps_run = (double)(max_steps - start);
+    if (a.json && lead) {
         printf("{\"done\": true, \"steps\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g, "
                "\"wall_s\": %.3f, \"params\": %lld, \"budget_bytes\": %.0f, "
                "\"activation_bytes\": %zu, \"peak_rss_bytes\": %.0f, \"alloc_peak_bytes\": %.0f, "
-               "\"arena_peak_bytes\": %.0f, \"rss_over_budget\": %.4f, \"out\": \"%s\"}\n",
+               "\"arena_peak_bytes\": %.0f, \"rss_over_budget\": %.4f, \"ranks\": %d, "
+               "\"global_batch\": %d, \"grad_accum\": %d, \"zero\": %ld, "
+               "\"optim_bytes_per_rank\": %zu, \"train_time_s\": %.6f, \"first_step_s\": %.6f, "
+               "\"tokens_per_s\": %.1f, "
+               "\"allreduce_s\": %.6f, \"allreduce_exposed_s\": %.6f, \"step_comm_s\": %.6f, "
+               "\"out\": \"%s\"}\n",
                (long long)max_steps, last_train, last_val, wall, (long long)n_params, budget,
-               t.saved_bytes, rss, heap, step_peak, ratio, out_dir);
+               t.saved_bytes, rss, heap, step_peak, ratio, t.n_ranks, t.global_batch, t.accum,
+               a.zero, st_ddp_optim_bytes(t.ddp), run_train_time, first_step_s,
+               run_train_time > 0 ? steps_run * t.global_batch * T / run_train_time : 0.0,
+               dst.comm_s, dst.exposed_s, dst.step_comm_s, out_dir);
     }
+    if (t.n_ranks > 1 && run_train_time - first_step_s > 0)
+        fprintf(info,
+                "all-reduce (steps after the first): %.3f s in buckets, %.3f s of it not hidden "
+                "behind backward (%.1f%% of the step time), %.3f s in the step's collectives\n",
+                dst.comm_s, dst.exposed_s, 100.0 * dst.exposed_s / (run_train_time - first_step_s),
+                dst.step_comm_s);
     fprintf(info,
             "done: %lld steps, val loss %.4f, %.1f s this run; model in %s\n",
             (long long)max_steps, last_val, wall, out_dir);
@@ -614,7 +844,7 @@ int cmd_train(int argc, char **argv) {
                 "memory: peak RSS %.1f MB, allocator peak %.1f MB (step arena %.1f MB) against the "
                 "budget of %.1f MB: %.2fx (RSS / budget)\n",
                 mb(rss), mb(heap), mb(step_peak), mb(budget), ratio);
-    if (a.reg) { /* the final checkpoint becomes a revision in the model registry */
+    if (a.reg && lead) { /* the final checkpoint becomes a revision in the model registry */
         st_model_card card = st_model_card_default();
         card.training_data = size_desc;
         card.description = desc;
@@ -639,16 +869,26 @@ int cmd_train(int argc, char **argv) {
     goto done;
 fail:
     cli_progress_clear(&prog);
+    if (t.n_ranks > 1) { /* a rank that fails ends the job: the others would wait for it */
+        char msg[1200];
+        snprintf(msg, sizeof msg, "strata train: %s (%s); ending the job", st_last_error(),
+                 st_status_name(s));
+        st_train_log_end(tl, ST_RUN_FAILED, NULL);
+        st_dist_abort(t.dist, 1, msg);
+    }
     rc = cli_fail("train", s);
 fail_quiet:
 done:
     st_train_log_end(tl, ST_RUN_FAILED, NULL); /* NULL after a finished or killed end */
     st_free(resume_path);
-    st_optim_free(t.o);
+    st_ddp_free(t.ddp);
     st_model_free(t.m);
     st_ctx_free(t.ctx);
     st_textdata_free(t.data);
-    st_loader_free(t.ld);
+    for (int k = 0; t.ld_micro && k < t.accum; k++)
+        st_loader_free(t.ld_micro[k]);
+    st_free(t.ld_micro);
+    st_free(t.gbatch);
     st_loader_free(t.ld_eval[0]);
     st_loader_free(t.ld_eval[1]);
     st_tokenizer_free(t.tok);
@@ -660,6 +900,8 @@ done:
     st_free(out_dir);
     st_free(metrics_path);
     st_train_state_clear(&ts);
+    if (rank_file) fclose(rank_file);
+    st_dist_free(t.dist);
     return rc;
 #undef TRY
 }

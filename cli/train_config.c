@@ -6,7 +6,9 @@
  * (docs/training.md) agree. The built-in configurations copy nanoGPT's
  * config/train_shakespeare_char.py and the CPU command of its README
  * ("baby": 4 layers, 4 heads, 128 wide, block 64, batch 12, 2000 iters,
- * eval_iters 20). Not thread-safe (pure functions over caller structs).
+ * eval_iters 20). global_batch (rows per optimizer step over all ranks and
+ * micro-batches; 0: batch_size x ranks) is Strata's own key for data-
+ * parallel training (docs/L7-distributed.md). Not thread-safe (pure functions over caller structs).
  */
 #include "train_config.h"
 
@@ -34,7 +36,7 @@ static const struct {
     K(lr_decay_iters, K_I64),  K(max_iters, K_I64),        K(decay_lr, K_BOOL),
     K(beta1, K_DOUBLE),        K(beta2, K_DOUBLE),         K(weight_decay, K_DOUBLE),
     K(grad_clip, K_DOUBLE),    K(eval_interval, K_I64),    K(eval_iters, K_I64),
-    K(train_frac, K_DOUBLE),   K(tokenizer, K_STR),
+    K(train_frac, K_DOUBLE),   K(tokenizer, K_STR),        K(global_batch, K_INT),
 #undef K
 };
 #define N_KEYS (sizeof k_keys / sizeof k_keys[0])
@@ -135,6 +137,9 @@ st_status train_config_validate(const train_config *c) {
          "must be >= 1", c->name);
     NEED(c->train_frac > 0 && c->train_frac < 1, "config %s: train_frac %g outside (0, 1)",
          c->name, c->train_frac);
+    NEED(c->global_batch >= 0 && c->global_batch % c->batch_size == 0,
+         "config %s: global_batch %d is not a multiple of batch_size %d (0: batch_size x ranks)",
+         c->name, c->global_batch, c->batch_size);
 #undef NEED
     return ST_OK;
 }

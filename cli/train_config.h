@@ -25,6 +25,9 @@ typedef struct train_config {
     int64_t eval_interval, eval_iters;
     double train_frac;
     char tokenizer[256]; /* "char" (built from the data) or a tokenizer name/path */
+    int global_batch;    /* rows per optimizer step over all ranks and micro-batches
+                            (0: batch_size x ranks, no accumulation); batch_size is per
+                            rank and gradient accumulation makes up the rest */
 } train_config;
 
 /* The names of the built-in configurations, NULL-terminated. */

@@ -57,6 +57,24 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
  * ST_ERR_STATE (autograd not enabled on ctx). */
 st_status st_autograd_set_retain_grads(st_ctx *ctx, bool on);
 
+/* Gradient-ready hook (data-parallel training, strata/dist.h: a bucket of
+ * gradients starts its all-reduce as soon as its last gradient is final).
+ * When set, st_backward / st_backward_with call fn(user, t) once for every
+ * persistent leaf t that requires grad (a parameter) and that the graph
+ * reaches, right after the last tape node that adds into t->grad has run:
+ * from that call until the backward returns, t->grad does not change. Leaves
+ * are reported in backward order (ties in the order the tape first met
+ * them), so every process of a data-parallel job sees the same sequence. A
+ * parameter the graph does not reach is not reported. fn runs on the
+ * backward's thread between nodes; it may read t->grad (and hand its memory
+ * to another thread that only reads it until the backward returns) but must
+ * not record ops, change grads or reset the context. A status other than
+ * ST_OK from fn stops the backward and is returned by it. fn NULL removes the
+ * hook. Without a hook backward does exactly what it did before (the results
+ * are bit-identical). Errors: ST_ERR_STATE (autograd not enabled on ctx). */
+typedef st_status (*st_grad_ready_fn)(void *user, st_tensor *param);
+st_status st_autograd_set_grad_ready_hook(st_ctx *ctx, st_grad_ready_fn fn, void *user);
+
 /* Bytes of the step tensors the tape recorded since the last reset keeps
  * alive (every recorded node's sources and output, each storage or arena
  * chunk counted once; persistent tensors excluded): the activation part of

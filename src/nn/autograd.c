@@ -51,6 +51,13 @@
  * PyTorch, unless st_autograd_set_retain_grads(ctx, true) keeps them until
  * the reset (tests of the sharing rules do).
  *
+ * Gradient-ready hook. With st_autograd_set_grad_ready_hook set, backward
+ * first finds, for every persistent leaf that requires grad, the last node
+ * (in backward order) that has it as a source, and calls the hook after
+ * that node has run: its grad is final from then on. Data-parallel training
+ * (src/dist/) starts a bucket's all-reduce there, overlapping communication
+ * with the rest of backward. Without a hook nothing of this runs.
+ *
  * Per-context state. Backward needs none (the graph hangs off the tensors).
  * What outlives a backward is the list of nodes recorded this step
  * (st_autograd_tape_size, st_autograd_saved_bytes), the retain flag and
@@ -123,7 +130,21 @@ typedef struct ag_state {
      * state): it grows during backward, when arena chunks come and go. */
     st_tensor **borrowed;
     int64_t n_borrowed, cap_borrowed;
+    /* The gradient-ready hook (st_autograd_set_grad_ready_hook) and its
+     * reusable heap scratch: each reached parameter's last node index and
+     * the (index, first-seen, tensor) list sorted into firing order. */
+    st_grad_ready_fn ready_fn;
+    void *ready_user;
+    ptr_map ready_last;
+    struct ready_ev *ready;
+    int64_t cap_ready;
 } ag_state;
+
+typedef struct ready_ev {
+    int64_t at;    /* index in backward order of the last node feeding the leaf */
+    int64_t first; /* order in which the scan met it (ties) */
+    st_tensor *t;
+} ready_ev;
 
 static void ag_on_reset(st_ctx *ctx, void *user) {
     (void)ctx;
@@ -186,6 +207,8 @@ static void ag_state_free(void *p) {
     ag_state *st = p;
     if (!st) return;
     map_free(&st->holders);
+    map_free(&st->ready_last);
+    st_free(st->ready);
     st_free(st->old);
     st_free(st->borrowed);
     st_free(st);
@@ -314,6 +337,16 @@ st_status st_autograd_set_retain_grads(st_ctx *ctx, bool on) {
         return st__fail(ST_ERR_STATE, "st_autograd_set_retain_grads: autograd is not enabled on "
                                       "the context (st_autograd_enable)");
     st->retain_grads = on;
+    return ST_OK;
+}
+
+st_status st_autograd_set_grad_ready_hook(st_ctx *ctx, st_grad_ready_fn fn, void *user) {
+    ag_state *st = ctx ? state_of(ctx) : NULL;
+    if (!st)
+        return st__fail(ST_ERR_STATE, "st_autograd_set_grad_ready_hook: autograd is not enabled "
+                                      "on the context");
+    st->ready_fn = fn;
+    st->ready_user = fn ? user : NULL;
     return ST_OK;
 }
 
@@ -913,6 +946,44 @@ static st_status collect(ag_node *root, node_list *out) {
     return ST_OK;
 }
 
+static int by_ready(const void *pa, const void *pb) {
+    const ready_ev *a = pa, *b = pb;
+    if (a->at != b->at) return a->at < b->at ? -1 : 1;
+    return a->first < b->first ? -1 : a->first > b->first ? 1 : 0;
+}
+
+/* For the gradient-ready hook: every persistent leaf that requires grad
+ * among the sources of nodes (in backward order), with the index of the
+ * last node that feeds it, sorted by that index into st->ready[0..*n). */
+static st_status plan_ready(ag_state *st, const node_list *nodes, int64_t *n) {
+    *n = 0;
+    map_clear(&st->ready_last);
+    for (int64_t i = 0; i < nodes->n; i++) {
+        const ag_node *nd = nodes->v[i];
+        for (int k = 0; k < nd->n_src; k++) {
+            st_tensor *t = nd->src[k];
+            if (!t || !t->requires_grad || t->ag_node || !t->persistent) continue;
+            int64_t *slot = map_at(&st->ready_last, t);
+            if (!slot) return st__fail(ST_ERR_NOMEM, "st_backward: out of memory (ready hook)");
+            if (*slot == 0) { /* first meeting: a new event */
+                if (*n == st->cap_ready) {
+                    int64_t cap = st->cap_ready ? 2 * st->cap_ready : 64;
+                    ready_ev *v = st_realloc(st->ready, (size_t)cap * sizeof *v);
+                    if (!v) return st__fail(ST_ERR_NOMEM, "st_backward: out of memory (ready hook)");
+                    st->ready = v;
+                    st->cap_ready = cap;
+                }
+                st->ready[*n] = (ready_ev){.at = i, .first = *n, .t = t};
+                *slot = ++*n; /* 1-based event number */
+            } else {
+                st->ready[*slot - 1].at = i;
+            }
+        }
+    }
+    qsort(st->ready, (size_t)*n, sizeof *st->ready, by_ready);
+    return ST_OK;
+}
+
 st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_out) {
     if (!ctx || !out || !grad_out)
         return st__fail(ST_ERR_INVALID_ARG, "st_backward: ctx, output or seed is NULL");
@@ -961,6 +1032,8 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
     mem.cap_old = st ? &st->cap_old : &mem.own_cap_old;
     map_clear(mem.holders);
     if (s == ST_OK) s = mem_hold(&mem, out->grad, +1);
+    int64_t n_ready = 0, next_ready = 0;
+    if (s == ST_OK && st && st->ready_fn) s = plan_ready(st, &nodes, &n_ready);
     for (int64_t i = 0; i < nodes.n && s == ST_OK; i++) {
         ag_node *n = nodes.v[i];
         n->consumed = true;
@@ -969,6 +1042,9 @@ st_status st_backward_with(st_ctx *ctx, st_tensor *out, const st_tensor *grad_ou
             if (s == ST_OK) s = node_backward(ctx, n);
             if (s == ST_OK) s = mem_after(&mem, n);
         }
+        /* leaves whose last contribution was this node: their grads are final */
+        while (s == ST_OK && next_ready < n_ready && st->ready[next_ready].at == i)
+            s = st->ready_fn(st->ready_user, st->ready[next_ready++].t);
     }
     map_free(&mem.own_holders);
     st_free(mem.own_old);
