@@ -29,6 +29,9 @@ int cmd_hub(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_ui(int argc, char **argv);
 int cmd_vec(int argc, char **argv);
+int cmd_rag(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 bool cli_wants_help(int argc, char **argv);

@@ -33,6 +33,9 @@ static const subcommand k_subcommands[] = {
     {"runs", cmd_runs, "experiment tracking: list, show, compare, export, delete, import runs"},
     {"ui", cmd_ui, "the tracking dashboard over HTTP (run table, metric charts, compare)"},
     {"vec", cmd_vec, "vector index: build (HNSW or flat), search, info"},
+    {"rag", cmd_rag, "retrieval-augmented generation: index documents, search, ask with citations"},
+    {"chat", cmd_chat, "chat with a model in the terminal (history, streaming, /save)"},
+    {"mcp", cmd_mcp, "Model Context Protocol server on stdio (RAG search/ask, generate)"},
     {"hub", cmd_hub, "model registry: push, pull, list, show, log, diff, tag, rm, verify, gc, serve"},
 };
 #define N_SUB (sizeof k_subcommands / sizeof k_subcommands[0])

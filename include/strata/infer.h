@@ -313,6 +313,17 @@ typedef int (*st_token_fn)(void *user, int32_t id, const char *text, size_t n_by
 st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prompt,
                       int64_t n_prompt, const st_generate_params *p, st_token_fn fn, void *user,
                       st_generate_stats *stats);
+/* st_generate on the caller's sequence seq, which holds K and V for
+ * prompt[0..seq->n_tokens) (a prefix: 0 <= seq->n_tokens < n_prompt); only
+ * the rest of the prompt is run (stats->n_prompt counts those tokens). On
+ * return, also on error, seq is kept, not released: it holds the prompt and
+ * every sampled token but the last (whose K and V were never computed),
+ * i.e. seq->n_tokens - n_prompt of the tokens the callback saw. The caller
+ * releases it (st_kv_seq_release). Errors: those of st_generate, and
+ * ST_ERR_INVALID_ARG when no prompt token is new. */
+st_status st_generate_seq(st_engine *e, st_kv_seq *seq, const st_tokenizer *tok,
+                          const int32_t *prompt, int64_t n_prompt, const st_generate_params *p,
+                          st_token_fn fn, void *user, st_generate_stats *stats);
 
 /* ==== GGUF, Hugging Face directories, quantization (src/hub/) ============ */
 

@@ -11,6 +11,10 @@
  * BOS/EOS have no text, and the first piece after BOS loses its leading
  * space.
  *
+ * st_generate runs st_generate_seq on a fresh sequence and releases it;
+ * a caller that keeps a conversation (strata chat) passes its own sequence,
+ * whose cached prefix of the prompt is not run again.
+ *
  * Memory: the token history and the text buffer grow by doubling (a few
  * times per run); the engine and sampler allocate nothing per token.
  * Single-threaded driver (the engine uses the pool).
@@ -97,8 +101,24 @@ static size_t stop_prefix_tail(const gen_text *t, size_t from, const st_generate
 st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prompt,
                       int64_t n_prompt, const st_generate_params *p, st_token_fn fn, void *user,
                       st_generate_stats *stats) {
-    if (!e || !prompt || n_prompt <= 0 || !p)
+    if (!e) return st__fail(ST_ERR_INVALID_ARG, "st_generate: NULL engine");
+    st_kv_seq seq = {0};
+    st_status s = st_generate_seq(e, &seq, tok, prompt, n_prompt, p, fn, user, stats);
+    st_kv_seq_release(st_engine_kv(e), &seq);
+    return s;
+}
+
+st_status st_generate_seq(st_engine *e, st_kv_seq *seq, const st_tokenizer *tok,
+                          const int32_t *prompt, int64_t n_prompt, const st_generate_params *p,
+                          st_token_fn fn, void *user, st_generate_stats *stats) {
+    if (stats) memset(stats, 0, sizeof *stats);
+    if (!e || !seq || !prompt || n_prompt <= 0 || !p)
         return st__fail(ST_ERR_INVALID_ARG, "st_generate: NULL argument or empty prompt");
+    if (seq->n_tokens >= n_prompt)
+        return st__fail(ST_ERR_INVALID_ARG,
+                        "st_generate: the sequence holds %lld tokens, the prompt %lld: at least "
+                        "one prompt token must be new",
+                        (long long)seq->n_tokens, (long long)n_prompt);
     const st_lm *lm = st_engine_lm(e);
     if (!tok) tok = lm->tok;
     if (!tok && (fn || p->n_stop > 0))
@@ -113,8 +133,6 @@ st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prom
     st_generate_stats st = {0};
     st_sampler *smp = NULL;
     ST_TRY(st_sampler_new(&p->sampler, (int)V, &smp));
-    st_kv_cache *kv = st_engine_kv(e);
-    st_kv_seq seq = {0};
     int64_t cap = n_prompt + (p->max_tokens > 0 ? p->max_tokens : 0) + 1;
     if (cap > n_ctx + 1) cap = n_ctx + 1;
     int32_t *hist = st_malloc((size_t)cap * sizeof *hist);
@@ -132,10 +150,14 @@ st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prom
     memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
     int64_t n = n_prompt;
     double t0 = st_time_s();
-    st_engine_seq es = {.seq = &seq, .tokens = prompt, .n_tokens = (int)n_prompt, .logits = logits};
+    const int64_t n_cached = seq->n_tokens;
+    st_engine_seq es = {.seq = seq,
+                        .tokens = prompt + n_cached,
+                        .n_tokens = (int)(n_prompt - n_cached),
+                        .logits = logits};
     s = st_engine_forward(e, &es, 1);
     if (s) goto done;
-    st.n_prompt = n_prompt;
+    st.n_prompt = n_prompt - n_cached;
     double t1 = st_time_s();
     st.prefill_s = t1 - t0;
     st.finish = ST_FINISH_LENGTH;
@@ -178,8 +200,8 @@ st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prom
         text.emitted = upto;
         if (st.finish != ST_FINISH_LENGTH) break;
         if (p->max_tokens > 0 && st.n_generated >= p->max_tokens) break;
-        if (seq.n_tokens + 1 > n_ctx) break; /* the context is full */
-        st_engine_seq d = {.seq = &seq, .tokens = &id, .n_tokens = 1, .logits = logits};
+        if (seq->n_tokens + 1 > n_ctx) break; /* the context is full */
+        st_engine_seq d = {.seq = seq, .tokens = &id, .n_tokens = 1, .logits = logits};
         s = st_engine_forward(e, &d, 1);
         if (s) goto done;
     }
@@ -189,7 +211,6 @@ st_status st_generate(st_engine *e, const st_tokenizer *tok, const int32_t *prom
         fn(user, -1, text.buf + text.emitted, text.n - text.emitted, NULL, NULL, 0);
 done:
     if (stats) *stats = st;
-    st_kv_seq_release(kv, &seq);
     st_sampler_free(smp);
     st_free(hist);
     st_free(logits);
