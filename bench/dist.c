@@ -50,7 +50,8 @@ static void usage(FILE *f) {
                "  --batch B       rows per rank per step (default 8)\n"
                "  --steps N       steps per run, the first not timed (default 4)\n"
                "  --reps R        runs of each size; medians (default 3)\n"
-               "  --overlap M     thread, poll, none or all (default thread)\n"
+               "  --overlap M     auto, thread, poll, none or all (default auto, as\n"
+               "                  strata train; all: thread, poll and none)\n"
                "  --json          JSON lines instead of the table\n"
                "Environment: MPIRUN_ARGS adds options to mpirun (e.g. --mca btl self,vader).\n");
 }
@@ -127,7 +128,7 @@ static int find_data(const char *given, char *buf, size_t n) {
 }
 
 int bench_dist_main(int argc, char **argv) {
-    opts o = {.steps = 4, .batch = 8, .reps = 3, .config = "shakespeare-char", .overlap = "thread"};
+    opts o = {.steps = 4, .batch = 8, .reps = 3, .config = "shakespeare-char", .overlap = "auto"};
     if (cli_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
@@ -146,7 +147,8 @@ int bench_dist_main(int argc, char **argv) {
         else if (!strcmp(k, "--data"))
             o.data = v;
         else if (!strcmp(k, "--overlap")) {
-            if (strcmp(v, "thread") && strcmp(v, "poll") && strcmp(v, "none") && strcmp(v, "all"))
+            if (strcmp(v, "auto") && strcmp(v, "thread") && strcmp(v, "poll") && strcmp(v, "none") &&
+                strcmp(v, "all"))
                 return cli_usage_error("bench dist", "bad --overlap '%s'", v);
             o.overlap = v;
         } else if (!strcmp(k, "--steps") && cli_parse_long(v, &x) && x >= 2 && x <= 100000)

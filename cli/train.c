@@ -122,9 +122,10 @@ static void usage(FILE *f) {
             "                      a bucket's all-reduce starts when its grads are final\n"
             "  --zero 0|1          1: ZeRO stage 1, AdamW state sharded over the ranks\n"
             "                      (default 0)\n"
-            "  --dist-overlap M    thread (default): a communication thread drives MPI\n"
-            "                      during backward; poll: MPI_Test between backward nodes;\n"
-            "                      none: all-reduce after backward\n"
+            "  --dist-overlap M    auto (default): thread when the node has a core to spare\n"
+            "                      (ranks x STRATA_THREADS < cores), else poll; thread: a\n"
+            "                      communication thread drives MPI during backward; poll:\n"
+            "                      MPI_Test between backward nodes; none: after backward\n"
             "  --dist-timeout S    a collective that takes longer than S seconds (default 30)\n"
             "                      ends the job, naming the ranks that do not answer\n\n"
             "The memory budget printed after the first step is parameters + grads + AdamW\n"
@@ -332,7 +333,7 @@ static double mb(double bytes) { return bytes / (1024.0 * 1024.0); }
 int cmd_train(int argc, char **argv) {
     train_args a = {.steps = -1, .seed = 1337, .eval_every = -1, .eval_iters = -1, .batch = -1,
                     .threads = 0, .lr = -1.0, .global_batch = -1, .zero = 0, .bucket_mb = 25.0,
-                    .dist_timeout = 30.0, .overlap = ST_DIST_OVERLAP_THREAD};
+                    .dist_timeout = 30.0, .overlap = ST_DIST_OVERLAP_AUTO};
     if (cli_wants_help(argc, argv)) {
         /* one write(2): a reader that stops early (grep -q) must not cut the text */
         char *help = NULL;
@@ -682,7 +683,7 @@ int cmd_train(int argc, char **argv) {
                 "%s%s\n",
                 t.rank, t.n_ranks, st_dist_is_mpi(t.dist) ? "MPI" : "one process",
                 t.global_batch, B, t.n_ranks, t.accum, dst.n_buckets,
-                mb((double)dst.bytes_per_sync), a.bucket_mb, st_dist_overlap_name(a.overlap),
+                mb((double)dst.bytes_per_sync), a.bucket_mb, st_dist_overlap_name(st_dist_get_overlap(t.dist)),
                 a.zero ? ", ZeRO-1" : "");
     }
     fprintf(info, "optimizer memory per rank: %.2f MB (AdamW moments%s)\n",

@@ -51,9 +51,13 @@ extern "C" {
 #endif
 
 typedef enum st_dist_overlap {
-    ST_DIST_OVERLAP_THREAD = 0, /* a communication thread owns MPI (default) */
+    ST_DIST_OVERLAP_THREAD = 0, /* a communication thread owns MPI */
     ST_DIST_OVERLAP_POLL = 1,   /* the training thread polls MPI_Test between nodes */
-    ST_DIST_OVERLAP_NONE = 2    /* all buckets after backward (baseline) */
+    ST_DIST_OVERLAP_NONE = 2,   /* all buckets after backward (baseline) */
+    ST_DIST_OVERLAP_AUTO = 3    /* default: THREAD when the node has a core to spare for it
+                                   (ranks on the node x STRATA_THREADS < online cores), else
+                                   POLL -- on a full node the thread takes CPU from the
+                                   compute threads (docs/L7-distributed.md) */
 } st_dist_overlap;
 
 typedef struct st_dist_params {
@@ -89,7 +93,9 @@ _Noreturn void st_dist_abort(st_dist *d, int code, const char *msg);
 int st_dist_rank(const st_dist *d);
 int st_dist_size(const st_dist *d);
 bool st_dist_is_mpi(const st_dist *d);
-/* Name of the overlap mode ("thread", "poll", "none"); parse one (false: unknown). */
+/* The overlap mode in use (AUTO resolved by st_dist_new). */
+st_dist_overlap st_dist_get_overlap(const st_dist *d);
+/* Name of the overlap mode ("thread", "poll", "none", "auto"); parse one (false: unknown). */
 const char *st_dist_overlap_name(st_dist_overlap o);
 bool st_dist_overlap_parse(const char *s, st_dist_overlap *out);
 
