@@ -311,15 +311,7 @@ int cmd_chat(int argc, char **argv) {
         s = (expr);                                                                                \
         if (s != ST_OK) goto fail;                                                                 \
     } while (0)
-    st_ctx_params cp = st_ctx_default_params();
-    cp.cpu.n_threads = (int)threads;
-    TRY(st_ctx_new(&cp, &ctx));
-    TRY(st_registry_resolve(model, &model_path)); /* a path, or NAME[:tag|@rev] */
-    TRY(st_lm_load(ctx, model_path, tok_path, &lm));
-    if (!lm->tok) {
-        s = st__fail(ST_ERR_INVALID_ARG, "%s carries no tokenizer: pass --tokenizer PATH", model);
-        goto fail;
-    }
+    TRY(cli_open_lm(threads, model, tok_path, true, &ctx, &lm, &model_path));
     tmpl = st_chat_template_read(model_path); /* NULL unless a directory with one */
     st_engine_params ep = st_engine_default_params();
     TRY(st_engine_new(ctx, lm, &ep, &eng));

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "strata/base.h"
+#include "strata/infer.h"
 
 int cmd_hw(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -42,5 +43,15 @@ int cli_usage_error(const char *sub, const char *fmt, ...) __attribute__((format
 /* Parses a whole decimal integer / float; false on junk or overflow. */
 bool cli_parse_long(const char *s, long *out);
 bool cli_parse_double(const char *s, double *out);
+
+/* Opens a model for inference, as every command with --model does: a
+ * context with `threads` workers (0: all), the model REF (a path, or a
+ * registry reference resolved and verified once) with tok_path for model
+ * files that carry no tokenizer. need_tok: a model without a tokenizer is
+ * an error naming it. path_out (may be NULL): the resolved path (a model
+ * directory's chat template lives there), st_malloc'd. On error nothing is
+ * left allocated and the outputs are NULL. */
+st_status cli_open_lm(long threads, const char *ref, const char *tok_path, bool need_tok,
+                      st_ctx **ctx, st_lm **lm, char **path_out);
 
 #endif

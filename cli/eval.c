@@ -85,14 +85,7 @@ int cmd_eval(int argc, char **argv) {
         s = (expr);                                                                                \
         if (s != ST_OK) goto fail;                                                                 \
     } while (0)
-    st_ctx_params cp = st_ctx_default_params();
-    cp.cpu.n_threads = (int)threads;
-    TRY(st_ctx_new(&cp, &ctx));
-    TRY(st_lm_load(ctx, model, tok_path, &lm));
-    if (!lm->tok) {
-        s = st__fail(ST_ERR_INVALID_ARG, "%s carries no tokenizer: pass --tokenizer PATH", model);
-        goto fail;
-    }
+    TRY(cli_open_lm(threads, model, tok_path, true, &ctx, &lm, NULL));
     size_t n_text = 0;
     TRY(st_text_read_file(data, MAX_DATA_BYTES, &text, &n_text));
     size_t n_ids = 0;

@@ -164,14 +164,7 @@ int cmd_generate(int argc, char **argv) {
         s = (expr);                                                                                \
         if (s != ST_OK) goto fail;                                                                 \
     } while (0)
-    st_ctx_params cp = st_ctx_default_params();
-    cp.cpu.n_threads = (int)threads;
-    TRY(st_ctx_new(&cp, &ctx));
-    TRY(st_lm_load(ctx, model, tok_path, &lm));
-    if (!lm->tok) {
-        s = st__fail(ST_ERR_INVALID_ARG, "%s carries no tokenizer: pass --tokenizer PATH", model);
-        goto fail;
-    }
+    TRY(cli_open_lm(threads, model, tok_path, true, &ctx, &lm, NULL));
     size_t n_ids = 0;
     st_encode_opts eo = {.allow_special = false, .add_bos = bos};
     TRY(st_tokenizer_encode(lm->tok, prompt, strlen(prompt), &eo, &ids, &n_ids));

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "strata/registry.h"
 
 typedef struct {
     const char *name;
@@ -117,4 +118,32 @@ int main(int argc, char **argv) {
     fprintf(stderr, "strata: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+st_status cli_open_lm(long threads, const char *ref, const char *tok_path, bool need_tok,
+                      st_ctx **ctx, st_lm **lm, char **path_out) {
+    *ctx = NULL;
+    *lm = NULL;
+    if (path_out) *path_out = NULL;
+    char *path = NULL;
+    st_ctx_params cp = st_ctx_default_params();
+    cp.cpu.n_threads = (int)threads;
+    st_status s = st_ctx_new(&cp, ctx);
+    if (s == ST_OK) s = st_registry_resolve(ref, &path); /* a path, or NAME[:tag|@rev] */
+    if (s == ST_OK) s = st_lm_load(*ctx, path, tok_path, lm);
+    if (s == ST_OK && need_tok && !(*lm)->tok)
+        s = st__fail(ST_ERR_INVALID_ARG, "%s carries no tokenizer: pass --tokenizer PATH", ref);
+    if (s != ST_OK) {
+        st_lm_free(*lm);
+        st_ctx_free(*ctx);
+        st_free(path);
+        *lm = NULL;
+        *ctx = NULL;
+        return s;
+    }
+    if (path_out)
+        *path_out = path;
+    else
+        st_free(path);
+    return ST_OK;
 }

@@ -17,7 +17,6 @@
 
 #include "cli.h"
 #include "strata/app.h"
-#include "strata/registry.h"
 
 #define SUB "mcp"
 
@@ -86,7 +85,6 @@ int cmd_mcp(int argc, char **argv) {
     st_lm *lm = NULL;
     st_engine *eng = NULL;
     st_mcp *m = NULL;
-    char *model_path = NULL;
     st_status s;
     int rc = 1;
 #define TRY(expr)                                                                                  \
@@ -94,21 +92,17 @@ int cmd_mcp(int argc, char **argv) {
         s = (expr);                                                                                \
         if (s != ST_OK) goto fail;                                                                 \
     } while (0)
-    st_ctx_params cp = st_ctx_default_params();
-    cp.cpu.n_threads = (int)threads;
-    TRY(st_ctx_new(&cp, &ctx));
     if (model) {
-        TRY(st_registry_resolve(model, &model_path));
-        TRY(st_lm_load(ctx, model_path, tok_path, &lm));
-        if (!lm->tok) {
-            s = st__fail(ST_ERR_INVALID_ARG, "%s carries no tokenizer: pass --tokenizer PATH", model);
-            goto fail;
-        }
+        TRY(cli_open_lm(threads, model, tok_path, true, &ctx, &lm, NULL));
         st_engine_params ep = st_engine_default_params();
         TRY(st_engine_new(ctx, lm, &ep, &eng));
         p.engine = eng;
         p.tok = lm->tok;
         p.model_name = model;
+    } else {
+        st_ctx_params cp = st_ctx_default_params();
+        cp.cpu.n_threads = (int)threads;
+        TRY(st_ctx_new(&cp, &ctx));
     }
     TRY(st_mcp_new(ctx, &p, &m));
     signal(SIGPIPE, SIG_IGN); /* a client that goes away is a write error, not a signal */
@@ -125,7 +119,6 @@ done:
     st_engine_free(eng);
     st_lm_free(lm);
     st_ctx_free(ctx);
-    st_free(model_path);
     return rc;
 #undef TRY
 }

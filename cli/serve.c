@@ -114,17 +114,13 @@ int cmd_serve(int argc, char **argv) {
     if (!model) return cli_usage_error("serve", "--model is required");
     if (p.max_batch_tokens < p.max_running) p.max_batch_tokens = p.max_running;
 
-    st_ctx_params cp = st_ctx_default_params();
-    cp.cpu.n_threads = (int)threads;
     st_ctx *ctx = NULL;
     st_lm *lm = NULL;
-    st_status s = st_ctx_new(&cp, &ctx);
-    if (s == ST_OK) s = st_lm_load(ctx, model, tokenizer, &lm);
-    if (s != ST_OK) {
-        st_ctx_free(ctx);
-        return cli_fail("serve", s);
-    }
-    char *tmpl = st_chat_template_read(model);
+    char *model_path = NULL;
+    st_status s = cli_open_lm(threads, model, tokenizer, false, &ctx, &lm, &model_path);
+    if (s != ST_OK) return cli_fail("serve", s);
+    char *tmpl = st_chat_template_read(model_path); /* the resolved directory: refs too */
+    st_free(model_path);
     p.chat_template = tmpl;
     char name[256];
     if (!p.model_name) { /* the reference as given, without its folders */

@@ -18,6 +18,7 @@
  * locks on PostgreSQL; migrations take an advisory lock there).
  */
 #include "track_impl.h"
+#include "strata/registry.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,12 +86,10 @@ st_run_start st_run_start_default(void) {
 }
 
 st_status st_track_home(char *buf, size_t n) {
-    const char *h = getenv("STRATA_HOME");
-    int k;
-    if (h && *h) k = snprintf(buf, n, "%s", h);
-    else if ((h = getenv("XDG_DATA_HOME")) && *h) k = snprintf(buf, n, "%s/strata", h);
-    else if ((h = getenv("HOME")) && *h) k = snprintf(buf, n, "%s/.local/share/strata", h);
-    else return st__fail(ST_ERR_INVALID_ARG, "tracking: neither STRATA_HOME nor HOME is set");
+    char *h = NULL;
+    ST_TRY(st_registry_home(&h)); /* one rule for STRATA_HOME, kept by the registry */
+    int k = snprintf(buf, n, "%s", h);
+    st_free(h);
     if (k < 0 || (size_t)k >= n) return st__fail(ST_ERR_INVALID_ARG, "tracking: STRATA_HOME too long");
     return ST_OK;
 }
