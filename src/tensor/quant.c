@@ -122,11 +122,19 @@ st_status st_dequantize_row(st_wtype t, const void *src, int64_t n, float *y) {
                         (long long)n);
     switch (t) {
     case ST_WT_F32: memcpy(y, src, (size_t)n * 4); break;
-    case ST_WT_F16:
-        for (int64_t i = 0; i < n; i++) y[i] = st_f16_to_f32(((const uint16_t *)src)[i]);
+    case ST_WT_F16: /* rows of a mapped file may sit at any byte offset: memcpy loads */
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, (const unsigned char *)src + 2 * i, 2);
+            y[i] = st_f16_to_f32(h);
+        }
         break;
     case ST_WT_BF16:
-        for (int64_t i = 0; i < n; i++) y[i] = st_bf16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, (const unsigned char *)src + 2 * i, 2);
+            y[i] = st_bf16_to_f32(h);
+        }
         break;
     case ST_WT_Q8_0: {
         const st_block_q8_0 *b = src;
