@@ -7,6 +7,7 @@
 #ifndef STRATA_BENCH_H
 #define STRATA_BENCH_H
 
+#include "strata/hw.h"
 #include "strata/infer.h"
 
 int bench_ops_main(int argc, char **argv);
@@ -26,13 +27,19 @@ int bench_dist_main(int argc, char **argv);
  * reps times, a BENCH_PREFILL_TOKENS-token prefill of ids (tokens/s), then a
  * fresh sequence's BENCH_PROMPT_TOKENS-token prompt followed by
  * BENCH_DECODE_TOKENS single-token decode steps feeding next[] (tokens/s);
- * medians into *prefill_tps and *decode_tps. reps in [1, 16]. */
+ * medians into *prefill_tps and *decode_tps. reps in [1, 16].
+ * With bw (else NULL), each rep ends with the bandwidth probe
+ * (st_hw_measure_bandwidth), so every decode figure has the machine's
+ * copy bandwidth of the same moment: the median copy GB/s into *copy_gbs
+ * and the median over reps of decode tokens/s / (copy bytes/s / weight
+ * bytes per token) into *vs_bound. */
 #define BENCH_PREFILL_TOKENS 128
 #define BENCH_PROMPT_TOKENS 16
 #define BENCH_DECODE_TOKENS 64
 st_status bench_engine_speed(st_ctx *ctx, const st_lm *lm, const int32_t *ids,
-                             const int32_t *next, int reps, double *prefill_tps,
-                             double *decode_tps);
+                             const int32_t *next, int reps, const st_hw_measure_params *bw,
+                             double *prefill_tps, double *decode_tps, double *copy_gbs,
+                             double *vs_bound);
 
 /* Median of n doubles (sorts v in place). */
 double bench_median(double *v, int n);

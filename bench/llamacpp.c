@@ -133,7 +133,7 @@ static st_status run_strata(st_ctx *ctx, const st_lm *lm, int reps, double *pre_
     int32_t ids[PREFILL], next[DECODE];
     for (int i = 0; i < PREFILL; i++) ids[i] = i == 0 ? 1 : 3 + (i * 7919) % 200;
     for (int t = 0; t < DECODE; t++) next[t] = 3 + (t * 31) % 200;
-    return bench_engine_speed(ctx, lm, ids, next, reps, pre_tps, dec_tps);
+    return bench_engine_speed(ctx, lm, ids, next, reps, NULL, pre_tps, dec_tps, NULL, NULL);
 }
 
 /* one node run; returns tokens/s of the phase, or 0 with why filled */

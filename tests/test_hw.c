@@ -249,6 +249,13 @@ static void test_measure_tiny(void **state) {
     p.stream_bytes = (64 << 10) + 12;
     assert_int_equal(st_hw_measure_run(&p, &m), ST_OK);
     assert_true(m.sgemm_gflops > 0 && m.copy_gbs > 0 && m.triad_gbs > 0);
+
+    /* The bandwidth probes alone: no sgemm figures, nothing left allocated. */
+    assert_int_equal(st_hw_measure_bandwidth(&p, &m), ST_OK);
+    assert_true(m.copy_gbs > 0 && isfinite(m.copy_gbs) && m.triad_gbs > 0);
+    assert_true(m.sgemm_gflops == 0 && m.ridge_flop_per_byte == 0);
+    assert_int_equal(m.n_threads, 1);
+    assert_int_equal(st_alloc_get_stats().live_bytes, live_before);
 }
 
 static void test_measure_bad_params(void **state) {
@@ -269,7 +276,10 @@ static void test_measure_bad_params(void **state) {
     for (int i = 0; i < 6; i++) {
         if (st_hw_measure_run(&cases[i], &m) != ST_ERR_INVALID_ARG) fail_msg("case %d", i);
         assert_non_null(strstr(st_last_error(), "hw_measure"));
+        if (st_hw_measure_bandwidth(&cases[i], &m) != ST_ERR_INVALID_ARG)
+            fail_msg("bandwidth case %d", i);
     }
+    assert_int_equal(st_hw_measure_bandwidth(NULL, &m), ST_ERR_INVALID_ARG);
     assert_int_equal(st_hw_measure_run(NULL, &m), ST_ERR_INVALID_ARG);
     assert_int_equal(st_hw_measure_run(&base, NULL), ST_ERR_INVALID_ARG);
 }

@@ -19,7 +19,9 @@
  * the support exactly, penalties move the logits as specified, and log-
  * probabilities equal the log-softmax. Generation: a stop string cuts the
  * greedy text where it first appears. llama2.c: the stories260K checkpoint
- * loads, and truncations of it fail with ST_ERR_FORMAT.
+ * loads, and truncations of it fail with ST_ERR_FORMAT. st_lm_alloc: every
+ * piece 64-byte aligned and disjoint from the others, small ones through
+ * slabs and ones larger than any slab alike, all writable end to end.
  *
  * One context for the program; every test frees what it makes (ASan/LSan).
  */
@@ -676,6 +678,35 @@ static float frand(uint32_t *st) {
     return (float)((*st >> 8) & 0xFFFF) / 32768.0f - 1.0f;
 }
 
+static void test_lm_alloc(void **state) {
+    (void)state;
+    st_model_config c = st_model_config_default(ST_ARCH_LLAMA);
+    st_lm *lm = NULL;
+    assert_int_equal(st_lm_new_empty(&c, &lm), ST_OK);
+    /* tiny, odd, a slab's worth, past the biggest slab (256 MiB) */
+    const size_t sizes[] = {1, 3, 64, 100, 4096, (size_t)3 << 20, 7, (size_t)5 << 20,
+                            (size_t)40 << 20, 1, (size_t)300 << 20, 65};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    unsigned char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = st_lm_alloc(lm, sizes[i]);
+        assert_non_null(p[i]);
+        assert_int_equal((uintptr_t)p[i] % 64, 0);
+        p[i][sizes[i] - 1] = (unsigned char)(i + 100); /* last and first byte its own */
+        p[i][0] = (unsigned char)i;
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(p[i][0], (unsigned char)i);
+        if (sizes[i] > 1) assert_int_equal(p[i][sizes[i] - 1], (unsigned char)(i + 100));
+        for (int j = 0; j < N; j++)
+            if (i != j)
+                assert_true(p[i] + sizes[i] <= p[j] || p[j] + sizes[j] <= p[i]);
+    }
+    assert_null(st_lm_alloc(lm, SIZE_MAX - 8));
+    assert_null(st_lm_alloc(NULL, 8));
+    st_lm_free(lm);
+}
+
 static void test_kernels_simd(void **state) {
     (void)state;
     st_hw_info info;
@@ -781,7 +812,7 @@ int main(void) {
         cmocka_unit_test(test_parity_llama),     cmocka_unit_test(test_parity_gpt2),
         cmocka_unit_test(test_kv_cache),         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_llama2c_generate), cmocka_unit_test(test_generate_utf8),
-        cmocka_unit_test(test_kernels_simd),
+        cmocka_unit_test(test_kernels_simd),     cmocka_unit_test(test_lm_alloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

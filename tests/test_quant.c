@@ -15,6 +15,12 @@
  *    dequantized weights, within the bound that x's own q8_0 rounding allows.
  * 5. No allocation in steady state: repeated products reuse the calling
  *    thread's scratch; st_wmatrix_scratch_release gives every byte back.
+ * 6. st_wmatrix_matmul_multi gives the bits of st_wmatrix_matmul on each
+ *    matrix: one pool run over several matrices (row counts that split
+ *    unevenly between threads and matrices), mixed q8_0 / q4_0 / f32, n in
+ *    and past the small-n regime, unequal cols (one by one), with and
+ *    without a next-product hint (malformed hints are ignored); bad
+ *    arguments are refused.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -369,6 +375,87 @@ static void test_matmul_no_steady_alloc(void **state) {
     st_ctx_free(ctx);
 }
 
+/* ---- 6. several matrices against one x ---------------------------------------------- */
+
+static void check_multi(st_ctx *ctx, int nm, const st_wtype *types, const int64_t *rows,
+                        const int64_t *cols, int64_t n, int n_next) {
+    st_wmatrix w[4];
+    const st_wmatrix *wp[4];
+    float *y[4], *ref[4];
+    uint8_t *data[4];
+    int64_t maxc = 0;
+    for (int i = 0; i < nm; i++) maxc = cols[i] > maxc ? cols[i] : maxc;
+    float *x = malloc((size_t)(n * maxc) * 4), *wf = malloc((size_t)maxc * 4);
+    for (int64_t i = 0; i < n * maxc; i++) x[i] = frand();
+    for (int i = 0; i < nm; i++) {
+        const size_t rb = st_wtype_row_bytes(types[i], cols[i]);
+        data[i] = malloc(rb * (size_t)rows[i] + 1);
+        for (int64_t r = 0; r < rows[i]; r++) {
+            for (int64_t c = 0; c < cols[i]; c++) wf[c] = frand();
+            assert_int_equal(st_quantize_row(types[i], wf, cols[i], data[i] + r * rb), ST_OK);
+        }
+        w[i] = (st_wmatrix){types[i], rows[i], cols[i], data[i], rb};
+        wp[i] = &w[i];
+        y[i] = malloc((size_t)(n * rows[i]) * 4 + 4);
+        ref[i] = malloc((size_t)(n * rows[i]) * 4 + 4);
+        for (int64_t k = 0; k < n * rows[i]; k++) y[i][k] = NAN;
+        assert_int_equal(st_wmatrix_matmul(ctx, &w[i], x, n, ref[i]), ST_OK);
+    }
+    /* the hint: the same matrices again (as a decode step's next product) */
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, nm, wp, x, n, y, n_next, n_next ? wp : NULL),
+                     ST_OK);
+    for (int i = 0; i < nm; i++) {
+        if (memcmp(y[i], ref[i], (size_t)(n * rows[i]) * 4))
+            fail_msg("multi: matrix %d of %d (%s %lld x %lld), n %lld differs from the single "
+                     "product", i, nm, st_wtype_name(types[i]), (long long)rows[i],
+                     (long long)cols[i], (long long)n);
+        free(data[i]);
+        free(y[i]);
+        free(ref[i]);
+    }
+    free(x);
+    free(wf);
+}
+
+static void test_matmul_multi(void **state) {
+    (void)state;
+    st_ctx *ctx = NULL;
+    st_ctx_params p = st_ctx_default_params();
+    p.cpu.n_threads = 2;
+    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+    const st_wtype q3[] = {ST_WT_Q8_0, ST_WT_Q8_0, ST_WT_Q8_0},
+                   mix[] = {ST_WT_Q8_0, ST_WT_Q4_0, ST_WT_F32, ST_WT_Q8_0},
+                   f3[] = {ST_WT_F32, ST_WT_F32, ST_WT_F32}, h2[] = {ST_WT_F16, ST_WT_BF16};
+    const int64_t r3[] = {96, 37, 53}, c3[] = {64, 64, 64}, r4[] = {5, 130, 17, 64},
+                  c4[] = {96, 96, 96, 96}, cx[] = {64, 96, 64}, r2[] = {40, 33}, c2[] = {64, 64};
+    const int64_t ns[] = {1, 2, 5, 70};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int hint = 0; hint < 2; hint++) {
+            check_multi(ctx, 3, q3, r3, c3, ns[a], hint ? 3 : 0);
+            check_multi(ctx, 4, mix, r4, c4, ns[a], hint ? 4 : 0);
+            check_multi(ctx, 3, f3, r3, c3, ns[a], hint);
+            check_multi(ctx, 3, q3, r3, cx, ns[a], hint);    /* unequal cols: one by one */
+            check_multi(ctx, 2, h2, r2, c2, ns[a], hint * 2); /* f16 / bf16 row dots */
+            check_multi(ctx, 1, q3, r3, c3, ns[a], hint);
+        }
+    /* arguments */
+    float x[64] = {0}, y0[8], *y[2] = {y0, y0};
+    uint8_t buf[8 * 68] = {0};
+    const st_wmatrix w = {ST_WT_Q8_0, 8, 64, buf, 68}, bad = {ST_WT_Q8_0, 8, 63, buf, 68};
+    const st_wmatrix *wp[2] = {&w, &w}, *bp[1] = {&bad}, *none[1] = {NULL};
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, 1, y, 0, NULL), ST_OK);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 0, wp, x, 1, y, 0, NULL), ST_OK);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, 1, y, 1, bp), ST_OK); /* ignored */
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, 1, y, 1, none), ST_OK);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, bp, x, 1, y, 0, NULL), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, -1, y, 0, NULL), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, 1, y, 1, NULL), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_matmul_multi(NULL, 1, wp, x, 1, y, 0, NULL), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, NULL, 1, y, 0, NULL),
+                     ST_ERR_INVALID_ARG);
+    st_ctx_free(ctx);
+}
+
 static void test_matmul_args(void **state) {
     (void)state;
     st_ctx *ctx = NULL;
@@ -392,6 +479,7 @@ int main(void) {
         cmocka_unit_test(test_types_and_args),   cmocka_unit_test(test_round_trip_bounds),
         cmocka_unit_test(test_kernel_levels),    cmocka_unit_test(test_matmul_levels),
         cmocka_unit_test(test_matmul_args),      cmocka_unit_test(test_matmul_no_steady_alloc),
+        cmocka_unit_test(test_matmul_multi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

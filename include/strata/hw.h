@@ -124,6 +124,11 @@ typedef struct st_hw_measure {
  * the sgemm probe runs the BLAS with n_threads threads.
  * Errors: ST_ERR_NOMEM, ST_ERR_INVALID_ARG. */
 st_status st_hw_measure_run(const st_hw_measure_params *p, st_hw_measure *out);
+/* The bandwidth probes alone (copy_gbs and triad_gbs of out; the sgemm
+ * fields stay 0): for a benchmark that takes the machine's bandwidth again
+ * next to each of its measurements, as a noisy shared host's bandwidth
+ * drifts by tens of percent within minutes. Errors as st_hw_measure_run. */
+st_status st_hw_measure_bandwidth(const st_hw_measure_params *p, st_hw_measure *out);
 
 /* Sets the BLAS library's thread count (the pool owner calls this). */
 void st_hw_blas_set_threads(int n);

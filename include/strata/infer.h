@@ -68,6 +68,9 @@ typedef struct st_lm {
     /* Storage the pointers above point into; freed by st_lm_free. */
     void **bufs;                  /* st_malloc'd buffers */
     int n_bufs, cap_bufs;
+    void *slabs;                  /* weight slabs (lm.c), a list */
+    char *slab;                   /* the newest slab's free part */
+    size_t slab_left, slab_next;  /* its bytes, and the size of the next slab */
     void *map;                    /* a read-only mapping (GGUF), or NULL */
     size_t map_bytes;
 } st_lm;
@@ -76,7 +79,9 @@ typedef struct st_lm {
  * Loaders fill it. Errors: ST_ERR_INVALID_ARG, ST_ERR_NOMEM. */
 st_status st_lm_new_empty(const st_model_config *cfg, st_lm **out);
 /* bytes of 64-byte-aligned storage owned by lm (freed with it); NULL with
- * ST_ERR_NOMEM recorded on failure. */
+ * ST_ERR_NOMEM recorded on failure. Consecutive calls are laid out one
+ * after another in slabs backed by transparent huge pages where the kernel
+ * grants them (decode streams every weight once per token; see lm.c). */
 void *st_lm_alloc(st_lm *lm, size_t bytes);
 /* Frees the storage, the mapping, the tokenizer and the struct. NULL: no-op. */
 void st_lm_free(st_lm *lm);

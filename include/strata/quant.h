@@ -99,6 +99,21 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out);
 st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
                             float *y);
 
+/* y[i] = x . w[i]^T for n_mats matrices against one x (Q, K and V of a
+ * layer; its gate and up): the results of st_wmatrix_matmul on each, and
+ * where the small-n kernels take them all (equal cols, n below the sgemm
+ * regime, at most 4 matrices) x is quantized once and one pool run splits
+ * the rows of all of them, so a decode step waits for the threads once,
+ * not once per matrix. Otherwise the matrices go one by one.
+ * next[0..n_next) (may be 0 / NULL) names the matrices of the product the
+ * caller runs next, a hint: each thread that is done with its rows
+ * prefetches the start of its rows of those, so the next product does not
+ * begin from cold memory. It changes no result.
+ * Errors: as st_wmatrix_matmul. */
+st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *const *w,
+                                  const float *x, int64_t n, float *const *y, int n_next,
+                                  const st_wmatrix *const *next);
+
 /* Frees the calling thread's product scratch (st_wmatrix_matmul grows it
  * again when next needed). Optional: thread exit frees it too; useful for a
  * long-lived thread that is done with products, or a test that counts live

@@ -297,7 +297,9 @@ static size_t default_stream_bytes(void) {
     return bytes;
 }
 
-st_status st_hw_measure_run(const st_hw_measure_params *p, st_hw_measure *out) {
+/* checks p and fills in its defaults */
+static st_status resolve(const st_hw_measure_params *p, st_hw_measure *out, int *n_threads,
+                         int *gemm_n, size_t *bytes, double *min_time_s) {
     if (!p || !out) return st__fail(ST_ERR_INVALID_ARG, "hw_measure: params or out is NULL");
     memset(out, 0, sizeof *out);
     if (p->n_threads < 0 || p->n_threads > MAX_THREADS)
@@ -314,23 +316,39 @@ st_status st_hw_measure_run(const st_hw_measure_params *p, st_hw_measure *out) {
     if (!(p->min_time_s >= 0 && p->min_time_s <= 60)) /* also refuses NaN */
         return st__fail(ST_ERR_INVALID_ARG, "hw_measure: min_time_s=%g outside [0, 60]",
                         p->min_time_s);
-
-    int n_threads = p->n_threads;
-    if (n_threads == 0) {
+    *n_threads = p->n_threads;
+    if (*n_threads == 0) {
         long t = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = t > 0 ? (int)(t < MAX_THREADS ? t : MAX_THREADS) : 1;
+        *n_threads = t > 0 ? (int)(t < MAX_THREADS ? t : MAX_THREADS) : 1;
     }
-    const int gemm_n = p->gemm_n ? p->gemm_n : DEFAULT_GEMM_N;
-    const size_t bytes = p->stream_bytes ? p->stream_bytes : default_stream_bytes();
-    const double min_time_s = p->min_time_s > 0 ? p->min_time_s : DEFAULT_MIN_TIME_S;
+    *gemm_n = p->gemm_n ? p->gemm_n : DEFAULT_GEMM_N;
+    *bytes = p->stream_bytes ? p->stream_bytes : default_stream_bytes();
+    *min_time_s = p->min_time_s > 0 ? p->min_time_s : DEFAULT_MIN_TIME_S;
+    out->n_threads = *n_threads;
+    return ST_OK;
+}
 
-    out->n_threads = n_threads;
+/* the bandwidth probes, then (with_sgemm) the sgemm probe */
+static st_status measure(const st_hw_measure_params *p, st_hw_measure *out, bool with_sgemm) {
+    int n_threads = 0, gemm_n = 0;
+    size_t bytes = 0;
+    double min_time_s = 0;
+    ST_TRY(resolve(p, out, &n_threads, &gemm_n, &bytes, &min_time_s));
     const double t0 = st_time_s();
     ST_TRY(run_stream(n_threads, bytes, min_time_s, &out->copy_gbs, &out->triad_gbs));
+    if (!with_sgemm) return ST_OK;
     const double t1 = st_time_s();
     ST_TRY(run_sgemm(n_threads, gemm_n, min_time_s, &out->sgemm_gflops));
     st_log_msg(ST_LOG_DEBUG, "hw_measure: %d threads; bandwidth probe %.2f s (3 x %zu bytes), sgemm probe %.2f s (n=%d)",
                n_threads, t1 - t0, bytes, st_time_s() - t1, gemm_n);
     out->ridge_flop_per_byte = out->triad_gbs > 0 ? out->sgemm_gflops / out->triad_gbs : 0;
     return ST_OK;
+}
+
+st_status st_hw_measure_run(const st_hw_measure_params *p, st_hw_measure *out) {
+    return measure(p, out, true);
+}
+
+st_status st_hw_measure_bandwidth(const st_hw_measure_params *p, st_hw_measure *out) {
+    return measure(p, out, false);
 }

@@ -8,7 +8,11 @@
  * chunk seeing the K/V its earlier chunk stored). Per layer:
  *   a = norm(x)                                   (N, E)   backend row op
  *   q, k, v = a Wq^T, a Wk^T, a Wv^T (+ biases)   (N, H*D), (N, Hkv*D)
- *                    st_wmatrix_matmul over all N rows at once: a prefill is
+ *                    one st_wmatrix_matmul_multi over all N rows at once
+ *                    (the three matrices share one pool run; so do the
+ *                    MLP's gate and up; every product names the one after
+ *                    it, whose first reads the threads then prefetch while
+ *                    they wait): a prefill is
  *                    a matrix-matrix product, a decode batch of n sequences a
  *                    product with n rows, one token a matrix-vector product
  *   RoPE (llama) on q, k at each row's absolute position (table from
@@ -369,9 +373,11 @@ static st_status run_layers(st_engine *e, int64_t N) {
         const st_lm_layer *L = &lm->layers[l];
         /* attention */
         ST_TRY(norm_rows(e, e->x, N, L->ln1_w, L->ln1_b, e->a));
-        ST_TRY(mm(e, &L->wq, e->a, N, e->q));
-        ST_TRY(mm(e, &L->wk, e->a, N, e->k));
-        ST_TRY(mm(e, &L->wv, e->a, N, e->v));
+        {
+            const st_wmatrix *w[3] = {&L->wq, &L->wk, &L->wv}, *next[1] = {&L->wo};
+            float *y[3] = {e->q, e->k, e->v};
+            ST_TRY(st_wmatrix_matmul_multi(e->ctx, 3, w, e->a, N, y, 1, next));
+        }
         add_bias(e->q, L->bq, N, e->qd);
         add_bias(e->k, L->bk, N, e->kvd);
         add_bias(e->v, L->bv, N, e->kvd);
@@ -385,22 +391,37 @@ static st_status run_layers(st_engine *e, int64_t N) {
         /* waking the pool costs more than a few thousand multiply-adds */
         if (e->pool && n_keys * e->H * e->D >= ATT_INLINE_FLOPS) st_pool_run(e->pool, att_worker, &j);
         else att_worker(&j, 0, 1);
-        ST_TRY(mm(e, &L->wo, e->att, N, e->a));
+        {
+            const st_wmatrix *w[1] = {&L->wo}, *next[2] = {gpt2 ? &L->w_up : &L->w_gate, &L->w_up};
+            float *y[1] = {e->a};
+            ST_TRY(st_wmatrix_matmul_multi(e->ctx, 1, w, e->att, N, y, gpt2 ? 1 : 2, next));
+        }
         add_bias(e->a, L->bo, N, E);
         ST_TRY(elementwise(e, ST_OP_ADD, e->x, e->a, N * E, e->x));
         /* MLP */
         ST_TRY(norm_rows(e, e->x, N, L->ln2_w, L->ln2_b, e->a));
         if (gpt2) {
-            ST_TRY(mm(e, &L->w_up, e->a, N, e->f1));
+            const st_wmatrix *w[1] = {&L->w_up}, *next[1] = {&L->w_down};
+            float *y[1] = {e->f1};
+            ST_TRY(st_wmatrix_matmul_multi(e->ctx, 1, w, e->a, N, y, 1, next));
             add_bias(e->f1, L->b_up, N, F);
             ST_TRY(elementwise(e, ST_OP_GELU_TANH, e->f1, NULL, N * F, e->f1));
         } else {
-            ST_TRY(mm(e, &L->w_gate, e->a, N, e->f1));
-            ST_TRY(mm(e, &L->w_up, e->a, N, e->f2));
+            const st_wmatrix *w[2] = {&L->w_gate, &L->w_up}, *next[1] = {&L->w_down};
+            float *y[2] = {e->f1, e->f2};
+            ST_TRY(st_wmatrix_matmul_multi(e->ctx, 2, w, e->a, N, y, 1, next));
             ST_TRY(elementwise(e, ST_OP_SILU, e->f1, NULL, N * F, e->f1));
             ST_TRY(elementwise(e, ST_OP_MUL, e->f1, e->f2, N * F, e->f1));
         }
-        ST_TRY(mm(e, &L->w_down, e->f1, N, e->a));
+        {
+            /* next: the following layer's Q, K, V, or after the last the head */
+            const st_lm_layer *Ln = l + 1 < lm->cfg.n_layer ? &lm->layers[l + 1] : NULL;
+            const st_wmatrix *w[1] = {&L->w_down},
+                             *next[3] = {Ln ? &Ln->wq : &lm->lm_head, Ln ? &Ln->wk : NULL,
+                                         Ln ? &Ln->wv : NULL};
+            float *y[1] = {e->a};
+            ST_TRY(st_wmatrix_matmul_multi(e->ctx, 1, w, e->f1, N, y, Ln ? 3 : 1, next));
+        }
         add_bias(e->a, L->b_down, N, E);
         ST_TRY(elementwise(e, ST_OP_ADD, e->x, e->a, N * E, e->x));
     }

@@ -3,14 +3,15 @@
  * inference model's weights.
  *
  * An st_lm is a transparent struct (strata/infer.h) that loaders fill: the
- * matrices and arrays point into buffers the st_lm owns (bufs, each from
- * st_malloc, so 64-byte aligned) or into a read-only mapping of the source
+ * matrices and arrays point into buffers the st_lm owns (bufs: weight slabs,
+ * see st_lm_alloc, 64-byte aligned) or into a read-only mapping of the source
  * file (map). st_lm_free releases all of it. st_lm_validate is the one
  * place that checks a filled model against its configuration, so every
  * loader ends with it and the engine can trust shapes afterwards.
  */
 #include "strata/infer.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -36,18 +37,102 @@ st_status st_lm_new_empty(const st_model_config *cfg, st_lm **out) {
     return ST_OK;
 }
 
-void *st_lm_alloc(st_lm *lm, size_t bytes) {
-    if (!lm) return NULL;
+/* Weight slabs. Decode reads every weight once per token, so it runs at the
+ * speed memory streams them. Separate malloc'd matrices sit in 4 KiB pages:
+ * every page costs a TLB walk and the hardware prefetchers stop at its end.
+ * So allocations bump through slabs whose 2 MiB-aligned interior is advised
+ * MADV_HUGEPAGE before first touch, in allocation (= engine) order. Measured
+ * on the 2-core Zen VM (all matrices of a stories110M-shaped model, n = 1
+ * products, ratio to the copy bandwidth of the same round, median of 31
+ * rounds): q8_0 0.718 -> 0.756, f32 0.780 -> 0.872. Slabs grow 4 MiB, 8 MiB,
+ * ... up to 256 MiB (a larger allocation gets a slab of its own size), so
+ * a small model commits little; the untouched tail of a slab costs address
+ * space only. Under AddressSanitizer every allocation is its own buffer,
+ * so an overrun past a matrix is still reported. */
+#define SLAB_ALIGN ((size_t)2 << 20)
+#define SLAB_FIRST ((size_t)4 << 20)
+#define SLAB_MAX ((size_t)256 << 20)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LM_SLABS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LM_SLABS 0
+#endif
+#endif
+#ifndef LM_SLABS
+#define LM_SLABS 1
+#endif
+
+static bool keep_buf(st_lm *lm, void *p) {
     if (lm->n_bufs == lm->cap_bufs) {
         int cap = lm->cap_bufs ? 2 * lm->cap_bufs : 64;
         void **b = st_realloc(lm->bufs, (size_t)cap * sizeof *b);
-        if (!b) return NULL;
+        if (!b) return false;
         lm->bufs = b;
         lm->cap_bufs = cap;
     }
-    void *p = st_malloc(bytes ? bytes : 1);
-    if (!p) return NULL;
     lm->bufs[lm->n_bufs++] = p;
+    return true;
+}
+
+/* at the start of every slab: the list st_lm_free unmaps */
+typedef struct slab_hdr {
+    struct slab_hdr *next;
+    size_t bytes;
+    char pad[64 - sizeof(void *) - sizeof(size_t)]; /* allocations stay 64-byte aligned */
+} slab_hdr;
+
+/* size bytes (a multiple of SLAB_ALIGN) of fresh anonymous memory at a
+ * 2 MiB boundary, advised for huge pages before anything touches it. Its
+ * own mapping, not malloc's: malloc may hand back pages an earlier model
+ * already faulted in as 4 KiB pages, which the advice does not change
+ * (seen in strata bench decode, where the 15M models come and go first). */
+static slab_hdr *slab_map(size_t size) {
+    const size_t span = size + SLAB_ALIGN;
+    char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    char *base = (char *)(((uintptr_t)m + SLAB_ALIGN - 1) & ~(uintptr_t)(SLAB_ALIGN - 1));
+    if (base > m) munmap(m, (size_t)(base - m));
+    const size_t tail = (size_t)(m + span - (base + size));
+    if (tail) munmap(base + size, tail);
+#ifdef MADV_HUGEPAGE
+    (void)madvise(base, size, MADV_HUGEPAGE); /* advice only: a refusal is harmless */
+#endif
+    slab_hdr *h = (slab_hdr *)base;
+    h->bytes = size;
+    return h;
+}
+
+void *st_lm_alloc(st_lm *lm, size_t bytes) {
+    if (!lm) return NULL;
+    if (!bytes) bytes = 1;
+    if (bytes > SIZE_MAX / 4) return NULL;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (!LM_SLABS) {
+        void *p = st_malloc(bytes);
+        if (p && !keep_buf(lm, p)) {
+            st_free(p);
+            p = NULL;
+        }
+        return p;
+    }
+    if (bytes > lm->slab_left) {
+        size_t size = lm->slab_next ? lm->slab_next : SLAB_FIRST;
+        if (size < bytes + sizeof(slab_hdr))
+            size = (bytes + sizeof(slab_hdr) + SLAB_ALIGN - 1) & ~(SLAB_ALIGN - 1);
+        slab_hdr *h = slab_map(size);
+        if (!h) return NULL;
+        h->next = lm->slabs;
+        lm->slabs = h;
+        lm->slab = (char *)(h + 1);
+        lm->slab_left = size - sizeof *h;
+        if (lm->slab_next < SLAB_MAX)
+            lm->slab_next = lm->slab_next ? 2 * lm->slab_next : 2 * SLAB_FIRST;
+    }
+    void *p = lm->slab;
+    lm->slab += bytes;
+    lm->slab_left -= bytes;
     return p;
 }
 
@@ -55,6 +140,10 @@ void st_lm_free(st_lm *lm) {
     if (!lm) return;
     for (int i = 0; i < lm->n_bufs; i++) st_free(lm->bufs[i]);
     st_free(lm->bufs);
+    for (slab_hdr *h = lm->slabs, *next; h; h = next) {
+        next = h->next;
+        munmap(h, h->bytes);
+    }
     if (lm->map) munmap(lm->map, lm->map_bytes);
     st_tokenizer_free(lm->tok);
     st_free(lm->source);

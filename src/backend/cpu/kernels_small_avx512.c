@@ -127,20 +127,86 @@ ALWAYS_INLINE __m512 row1_f32(int64_t k, const float *w, const float *x) {
     return acc;
 }
 
+/* Decode streams: one DRAM stream per thread reads far below the memory's
+ * bandwidth on the Zen VM (the core cannot keep enough misses in flight;
+ * a 2-thread read-sum of 256 MiB reaches 0.65-0.71 of the copy bandwidth
+ * with one stream each, 0.85-0.89 with two streams and a software prefetch
+ * 2-4 KiB ahead). So the one-input kernels split a call's rows into two
+ * halves, A and B, and dot row i of A side by side with row i of B, each
+ * row still summed in the order of the tiles (two chains, the same bits).
+ * The prefetch runs DECODE_PF_F32 / DECODE_PF_Q bytes ahead on both
+ * streams; past a row's end it fetches the rows that come next. Distances
+ * measured by stories110M-shaped decode on the Zen VM (ratio to the copy
+ * bandwidth of the same moment, medians of 7-11 rounds, two runs each):
+ * f32 1.08 / 0.94 at 2 KiB, 0.96 / 0.83 at 4 KiB, 0.92 / 0.76 at 8 KiB;
+ * q8_0 0.74 at 1 KiB, 0.85 / 0.70 at 2 KiB, 0.96 / 0.83 at 4 KiB, 1.03 /
+ * 0.96 at 6 KiB, 1.04 / 0.97 at 8 KiB (its loop spends more time per byte
+ * on arithmetic, so a line must be asked for further ahead). q4_0 takes
+ * q8_0's distance (not measured separately). */
+#define DECODE_PF_F32 2048
+#define DECODE_PF_Q 8192
+
+/* rows [ra, ra + 4) and (when nb4 > 0) [rb, rb + 4) of w, clamped to their
+ * group's valid rows (na4 / nb4 >= 1), by DOT2(row a, row b, &sum a, &sum b)
+ * or DOT1(row a) for a lone group; stores both groups' sums */
+#define GEMV_GROUPS(T, w, rowlen, nr, y, DOT1, DOT2)                                               \
+    do {                                                                                           \
+        const int64_t ng_ = ((nr) + 3) / 4, na_ = (ng_ + 1) / 2;                                   \
+        for (int64_t g_ = 0; g_ < na_; g_++) {                                                     \
+            const int64_t ra_ = g_ * 4, rb_ = (na_ + g_) * 4;                                      \
+            const int nra_ = (nr)-ra_ < 4 ? (int)((nr)-ra_) : 4;                                   \
+            const int nrb_ = na_ + g_ < ng_ ? ((nr)-rb_ < 4 ? (int)((nr)-rb_) : 4) : 0;            \
+            __m512 a_[4], b_[4];                                                                   \
+            for (int i_ = 0; i_ < 4; i_++) {                                                       \
+                const T *pa_ = (w) + (size_t)(ra_ + (i_ < nra_ ? i_ : nra_ - 1)) * (rowlen);       \
+                if (nrb_) {                                                                        \
+                    const T *pb_ = (w) + (size_t)(rb_ + (i_ < nrb_ ? i_ : nrb_ - 1)) * (rowlen);   \
+                    DOT2(pa_, pb_, &a_[i_], &b_[i_]);                                              \
+                } else                                                                             \
+                    a_[i_] = DOT1(pa_);                                                            \
+            }                                                                                      \
+            store_rows((y) + ra_, reduce4(a_[0], a_[1], a_[2], a_[3]), nra_);                      \
+            if (nrb_) store_rows((y) + rb_, reduce4(b_[0], b_[1], b_[2], b_[3]), nrb_);            \
+        }                                                                                          \
+    } while (0)
+
+/* two rows side by side: row1_f32's sums of each */
+ALWAYS_INLINE void row2_f32(int64_t k, const float *wa, const float *wb, const float *x, __m512 *sa,
+                            __m512 *sb) {
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= k; j += 16) {
+        _mm_prefetch((const char *)(wa + j) + DECODE_PF_F32, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + j) + DECODE_PF_F32, _MM_HINT_T0);
+        const __m512 xv = _mm512_loadu_ps(x + j);
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(wa + j), xv, a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(wb + j), xv, b);
+    }
+    if (j < k) {
+        const __mmask16 m = (__mmask16)((1u << (k - j)) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wa + j), xv, a);
+        b = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wb + j), xv, b);
+    }
+    *sa = a;
+    *sb = b;
+}
+
 void st__k_gemm_f32_avx512(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
                            float *y, int64_t ldy) {
+    if (nx == 1) {
+#define F32_DOT1(pa) row1_f32(k, pa, x)
+#define F32_DOT2(pa, pb, sa, sb) row2_f32(k, pa, pb, x, sa, sb)
+        GEMV_GROUPS(float, w, k, nr, y, F32_DOT1, F32_DOT2);
+#undef F32_DOT1
+#undef F32_DOT2
+        return;
+    }
     for (int64_t r = 0; r < nr; r += 4) {
         const int nrow = nr - r < 4 ? (int)(nr - r) : 4;
         const float *wr[4];
         for (int i = 0; i < 4; i++)
             wr[i] = w + (r + (i < nrow ? i : nrow - 1)) * k;
-        if (nx == 1) {
-            __m512 a[4];
-            for (int i = 0; i < 4; i++)
-                a[i] = row1_f32(k, wr[i], x);
-            store_rows(y + r, reduce4(a[0], a[1], a[2], a[3]), nrow);
-            continue;
-        }
         int64_t c = 0;
         for (; c + 4 <= nx; c += 4)
             tile_f32(4, k, wr, x + c * k, y + c * ldy + r, ldy, nrow, c == 0);
@@ -409,9 +475,124 @@ DEFINE_QGEMM(gemm_q8_vnni, __attribute__((target("avx512vnni"))), ST_CPU_Q8_0_BY
 DEFINE_QGEMM(gemm_q4_vnni, __attribute__((target("avx512vnni"))), ST_CPU_Q4_0_BYTES, qtile_q4_vnni,
              qrow1_q4_vnni)
 
+/* ---- decode with VNNI: one input row, x-side work hoisted --------------------------- */
+
+/* One input row against many weight rows (a decode step's thread share:
+ * hundreds of rows) repeats, per row and block pair, work that depends on x
+ * alone: the offset of x, the broadcast of its two scales and the sum
+ * correction. Here it is done once per call: x stays signed and the
+ * weights are made unsigned instead (q8_0: w ^ 0x80 = w + 128; q4_0: the
+ * nibble as stored, 0..15 = w + 8), so vpdpbusd gives sum((w + off) x) and
+ * starting each lane at -off * (its 4 x bytes' sum), made once per call,
+ * leaves exactly sum(w x). Per row and pair that is one weight load (plus
+ * the xor for q8_0), one vpdpbusd and the scale multiply-add, against the
+ * extra vpdpbusd, subtract, xor and scale shuffle of qrow1_*_vnni. The
+ * integer sums are exact either way and the float operations are the
+ * tile's, so the outputs are the same bits (test_kernels_q's batch
+ * invariance). Rows up to ROW1_MAX_PAIRS pairs (k <= 8192) take this path;
+ * longer ones the generic row kernel. */
+#define ROW1_MAX_PAIRS 128
+
+typedef struct row1_x {
+    __m512i x[ROW1_MAX_PAIRS];    /* a pair's 64 int8 (a lone last block: upper half 0) */
+    __m512i init[ROW1_MAX_PAIRS]; /* each lane's -off * sum of its 4 x bytes */
+    __m512 d[ROW1_MAX_PAIRS];     /* [d_x(b) x 8, d_x(b + 1) x 8] (lone block: upper 0) */
+} row1_x;
+
+__attribute__((target("avx512vnni"))) static void row1_prep(int64_t nb, const int8_t *xq,
+                                                            const float *xd, char off, row1_x *p) {
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i o = _mm512_set1_epi8(off);
+    for (int64_t b = 0; b < nb; b += 2) {
+        __m512i xv;
+        __m512 dx;
+        if (b + 1 < nb) {
+            xv = _mm512_loadu_si512(xq + b * 32);
+            dx = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(ld2_f32(xd + b)));
+        } else {
+            xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + b * 32)));
+            dx = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(xd[b]));
+        }
+        p->x[b / 2] = xv;
+        p->d[b / 2] = dx;
+        p->init[b / 2] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), o, xv));
+    }
+}
+
+/* unsigned weights of a pair at a (b: a lone block, loaded twice) */
+ALWAYS_INLINE __m512i ldu_q8(const uint8_t *a, const uint8_t *b) {
+    return _mm512_xor_si512(ld2_q8(a, b), _mm512_set1_epi8((char)0x80));
+}
+ALWAYS_INLINE __m256i unpack_q4u(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(15));
+}
+ALWAYS_INLINE __m512i ldu_q4(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(unpack_q4u(a + 2)), unpack_q4u(b + 2), 1);
+}
+
+/* one row's sum (DOT1) or two rows' side by side (DOT2) against prepared x */
+#define DEFINE_QROWS_VNNI(fname1, fname2, WB, LDU)                                                 \
+    __attribute__((target("avx512vnni"))) ALWAYS_INLINE __m512 fname1(                             \
+        int64_t nb, const uint8_t *w, const row1_x *p) {                                           \
+        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);      \
+        __m512 acc = _mm512_setzero_ps();                                                          \
+        for (int64_t b = 0; b < nb; b += 2) {                                                      \
+            const uint8_t *a0 = w + b * (WB), *a1 = b + 1 < nb ? a0 + (WB) : a0;                   \
+            acc = _mm512_fmadd_ps(                                                                 \
+                _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(p->init[b / 2], LDU(a0, a1), p->x[b / 2])), \
+                _mm512_mul_ps(ld2_d(a0, a1, idx), p->d[b / 2]), acc);                              \
+        }                                                                                          \
+        return acc;                                                                                \
+    }                                                                                              \
+    __attribute__((target("avx512vnni"))) ALWAYS_INLINE void fname2(                               \
+        int64_t nb, const uint8_t *wa, const uint8_t *wb, const row1_x *p, __m512 *sa,             \
+        __m512 *sb) {                                                                              \
+        const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);      \
+        __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();                           \
+        for (int64_t b = 0; b < nb; b += 2) {                                                      \
+            const size_t o0 = (size_t)b * (WB), o1 = b + 1 < nb ? o0 + (WB) : o0;                  \
+            _mm_prefetch((const char *)wa + o0 + DECODE_PF_Q, _MM_HINT_T0);                        \
+            _mm_prefetch((const char *)wb + o0 + DECODE_PF_Q, _MM_HINT_T0);                        \
+            const __m512 dx = p->d[b / 2];                                                         \
+            acc_a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(                        \
+                                        p->init[b / 2], LDU(wa + o0, wa + o1), p->x[b / 2])),      \
+                                    _mm512_mul_ps(ld2_d(wa + o0, wa + o1, idx), dx), acc_a);       \
+            acc_b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(                        \
+                                        p->init[b / 2], LDU(wb + o0, wb + o1), p->x[b / 2])),      \
+                                    _mm512_mul_ps(ld2_d(wb + o0, wb + o1, idx), dx), acc_b);       \
+        }                                                                                          \
+        *sa = acc_a;                                                                               \
+        *sb = acc_b;                                                                               \
+    }
+
+DEFINE_QROWS_VNNI(qrow_q8_u, qrow2_q8_u, ST_CPU_Q8_0_BYTES, ldu_q8)
+DEFINE_QROWS_VNNI(qrow_q4_u, qrow2_q4_u, ST_CPU_Q4_0_BYTES, ldu_q4)
+
+#define DEFINE_GEMV_VNNI(fname, WB, OFF, ROW1, ROW2)                                               \
+    __attribute__((target("avx512vnni"))) static void fname(                                       \
+        int64_t k, int64_t nr, const void *w, const int8_t *xq, const float *xd, float *y) {       \
+        const int64_t nb = k / 32;                                                                 \
+        row1_x p;                                                                                  \
+        row1_prep(nb, xq, xd, (char)(OFF), &p);                                                    \
+        const uint8_t *w8 = w;                                                                     \
+        GEMV_GROUPS(uint8_t, w8, (size_t)nb *(WB), nr, y, QD1_##ROW1, QD2_##ROW2);                 \
+    }
+
+#define QD1_qrow_q8_u(pa) qrow_q8_u(nb, pa, &p)
+#define QD2_qrow2_q8_u(pa, pb, sa, sb) qrow2_q8_u(nb, pa, pb, &p, sa, sb)
+#define QD1_qrow_q4_u(pa) qrow_q4_u(nb, pa, &p)
+#define QD2_qrow2_q4_u(pa, pb, sa, sb) qrow2_q4_u(nb, pa, pb, &p, sa, sb)
+
+DEFINE_GEMV_VNNI(gemv_q8_vnni, ST_CPU_Q8_0_BYTES, 0x80, qrow_q8_u, qrow2_q8_u)
+DEFINE_GEMV_VNNI(gemv_q4_vnni, ST_CPU_Q4_0_BYTES, 8, qrow_q4_u, qrow2_q4_u)
+
 void st__k_gemm_q8_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
                             const float *xd, float *y, int64_t ldy) {
-    if (st__cpu_qkernels_avx512_vnni())
+    if (st__cpu_qkernels_avx512_vnni() && nx == 1 && k / 32 <= 2 * ROW1_MAX_PAIRS)
+        gemv_q8_vnni(k, nr, w, xqs, xd, y);
+    else if (st__cpu_qkernels_avx512_vnni())
         gemm_q8_vnni(k, nr, w, nx, xqs, xd, y, ldy);
     else
         gemm_q8_bw(k, nr, w, nx, xqs, xd, y, ldy);
@@ -419,7 +600,9 @@ void st__k_gemm_q8_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, co
 
 void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
                             const float *xd, float *y, int64_t ldy) {
-    if (st__cpu_qkernels_avx512_vnni())
+    if (st__cpu_qkernels_avx512_vnni() && nx == 1 && k / 32 <= 2 * ROW1_MAX_PAIRS)
+        gemv_q4_vnni(k, nr, w, xqs, xd, y);
+    else if (st__cpu_qkernels_avx512_vnni())
         gemm_q4_vnni(k, nr, w, nx, xqs, xd, y, ldy);
     else
         gemm_q4_bw(k, nr, w, nx, xqs, xd, y, ldy);
