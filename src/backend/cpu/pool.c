@@ -12,9 +12,9 @@
  * before st_pool_run returns.
  *
  * Sleeping: an idle worker spins ST_POOL_SPIN pause iterations (~100 us, so
- * back-to-back ops do not pay a wake-up; past the first ST_POOL_SPIN_PURE,
- * every 64th iteration is a sched_yield so an oversubscribed machine still
- * lets the thread we wait for run), then blocks in futex(FUTEX_WAIT) on `gen`. An idle pool therefore
+ * back-to-back ops do not pay a wake-up; every 64th iteration is a
+ * sched_yield so an oversubscribed machine still lets the thread we wait for
+ * run), then blocks in futex(FUTEX_WAIT) on `gen`. An idle pool therefore
  * uses no CPU, which matters because OpenBLAS threads share the same cores;
  * before a multi-threaded BLAS call the executor calls st__pool_sleep_hint,
  * which ends the spin at once, so BLAS gets the cores to itself. Lost wake-ups are
@@ -46,15 +46,6 @@
 #include <unistd.h>
 
 #define ST_POOL_SPIN 4000        /* pause iterations before sleeping */
-/* the first of them without sched_yield (~40 us of pauses on the Zen VM):
- * a yield is a system call (1.2 us there, more under load: the hypervisor's
- * interrupt enabling showed as 8% of a decode profile), and a worker in it
- * misses the next job's start. The gaps between the pool runs of a decode
- * step are shorter than this; past it, an oversubscribed machine still gets
- * its yields. Measured, stories110M q8_0 decode (perf): the caller's wait
- * for the worker 8.2% -> 6.5% of samples, yields + their kernel time 12.4%
- * -> 6.4%. */
-#define ST_POOL_SPIN_PURE 2048
 #define ST_POOL_MAX_THREADS 1024 /* STRATA_THREADS / n_threads upper bound */
 
 struct st_pool {
@@ -103,7 +94,7 @@ static uint32_t wait_new_gen(st_pool *p, uint32_t seen) {
         uint32_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen) return g;
         if (atomic_load_explicit(&p->hurry, memory_order_relaxed)) break;
-        if (i >= ST_POOL_SPIN_PURE && (i & 63) == 63)
+        if ((i & 63) == 63)
             sched_yield();
         else
             cpu_relax();
@@ -236,7 +227,7 @@ void st_pool_run(st_pool *pool, st_pool_fn fn, void *arg) {
         if (left == 0) break;
         if (spins < ST_POOL_SPIN) {
             spins++;
-            if (spins >= ST_POOL_SPIN_PURE && (spins & 63) == 0)
+            if ((spins & 63) == 0)
                 sched_yield();
             else
                 cpu_relax();
