@@ -89,8 +89,91 @@ ALWAYS_INLINE void tile_f32(const int C, int64_t k, const float *const wr[4], co
     }
 }
 
+/* Decode (one input row): as in kernels_small_avx512.c, a call's rows are
+ * read as two DRAM streams, its two halves, row i of each side by side with
+ * a software prefetch DECODE_PF_* bytes ahead (one sequential stream per core
+ * leaves DRAM bandwidth unused). Each row's sum is the tile's for C = 1,
+ * operation for operation (the same chain, reduce4 and scalar tail), so a
+ * row's output is the same bits alone or in a batch. Measured with this
+ * level forced on the AVX-512 VM (STRATA_SIMD=avx2 strata bench decode). */
+#define DECODE_PF_F32 2048
+#define DECODE_PF_Q 8192
+
+/* groups of 4 rows: A = the first half of the groups, B the rest; DOT2(row
+ * i of A, row i of B, &acc a, &acc b) or DOT1 for a lone A group, then
+ * FINISH(4 accumulators, 4 row pointers, nrow, y) */
+#define GEMV_GROUPS(T, w, rowlen, nr, DOT1, DOT2, FINISH)                                          \
+    do {                                                                                           \
+        const int64_t ng_ = ((nr) + 3) / 4, na_ = (ng_ + 1) / 2;                                   \
+        for (int64_t g_ = 0; g_ < na_; g_++) {                                                     \
+            const int64_t ra_ = g_ * 4, rb_ = (na_ + g_) * 4;                                      \
+            const int nra_ = (nr)-ra_ < 4 ? (int)((nr)-ra_) : 4;                                   \
+            const int nrb_ = na_ + g_ < ng_ ? ((nr)-rb_ < 4 ? (int)((nr)-rb_) : 4) : 0;            \
+            __m256 a_[4], b_[4];                                                                   \
+            const T *pa_[4], *pb_[4];                                                              \
+            for (int i_ = 0; i_ < 4; i_++) {                                                       \
+                pa_[i_] = (w) + (size_t)(ra_ + (i_ < nra_ ? i_ : nra_ - 1)) * (rowlen);            \
+                if (nrb_) {                                                                        \
+                    pb_[i_] = (w) + (size_t)(rb_ + (i_ < nrb_ ? i_ : nrb_ - 1)) * (rowlen);        \
+                    DOT2(pa_[i_], pb_[i_], &a_[i_], &b_[i_]);                                      \
+                } else                                                                             \
+                    a_[i_] = DOT1(pa_[i_]);                                                        \
+            }                                                                                      \
+            FINISH(a_, pa_, nra_, ra_);                                                            \
+            if (nrb_) FINISH(b_, pb_, nrb_, rb_);                                                  \
+        }                                                                                          \
+    } while (0)
+
+/* tile_f32's chain for one row (its C = 1 accumulator) */
+ALWAYS_INLINE __m256 row1_f32(int64_t k, const float *w, const float *x) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j + 8 <= k; j += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), _mm256_loadu_ps(x + j), acc);
+    return acc;
+}
+
+ALWAYS_INLINE void row2_f32(int64_t k, const float *wa, const float *wb, const float *x, __m256 *sa,
+                            __m256 *sb) {
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (int64_t j = 0; j + 8 <= k; j += 8) {
+        _mm_prefetch((const char *)(wa + j) + DECODE_PF_F32, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + j) + DECODE_PF_F32, _MM_HINT_T0);
+        const __m256 xv = _mm256_loadu_ps(x + j);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(wa + j), xv, a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(wb + j), xv, b);
+    }
+    *sa = a;
+    *sb = b;
+}
+
+/* tile_f32's ending for C = 1: reduce4, the scalar tail, the store */
+ALWAYS_INLINE void finish_f32(const __m256 acc[4], const float *const wr[4], int nrow, float *y,
+                              int64_t k, const float *x) {
+    __m128 s = reduce4(acc[0], acc[1], acc[2], acc[3]);
+    const int64_t j = k / 8 * 8;
+    if (j < k) {
+        float t[4];
+        _mm_storeu_ps(t, s);
+        for (int r = 0; r < 4; r++)
+            for (int64_t i = j; i < k; i++)
+                t[r] += wr[r][i] * x[i];
+        s = _mm_loadu_ps(t);
+    }
+    store_rows(y, s, nrow);
+}
+
 void st__k_gemm_f32_avx2(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
                          float *y, int64_t ldy) {
+    if (nx == 1) {
+#define F32_DOT1(pa) row1_f32(k, pa, x)
+#define F32_DOT2(pa, pb, sa, sb) row2_f32(k, pa, pb, x, sa, sb)
+#define F32_FINISH(acc, rows, nrow, r0) finish_f32(acc, rows, nrow, y + (r0), k, x)
+        GEMV_GROUPS(float, w, k, nr, F32_DOT1, F32_DOT2, F32_FINISH);
+#undef F32_DOT1
+#undef F32_DOT2
+#undef F32_FINISH
+        return;
+    }
     for (int64_t r = 0; r < nr; r += 4) {
         const int nrow = nr - r < 4 ? (int)(nr - r) : 4;
         const float *wr[4];
@@ -158,8 +241,8 @@ DEFINE_QTILE(qtile_q8, ST_CPU_Q8_0_BYTES, ld_q8)
 DEFINE_QTILE(qtile_q4, ST_CPU_Q4_0_BYTES, ld_q4)
 
 #define DEFINE_QGEMM(fname, WB, TILE)                                                              \
-    void fname(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,                \
-               const float *xd, float *y, int64_t ldy) {                                           \
+    static void fname(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,         \
+                      const float *xd, float *y, int64_t ldy) {                                    \
         const int64_t nb = k / 32;                                                                 \
         const size_t rb = (size_t)nb * (WB);                                                       \
         for (int64_t r = 0; r < nr; r += 4) {                                                      \
@@ -175,8 +258,85 @@ DEFINE_QTILE(qtile_q4, ST_CPU_Q4_0_BYTES, ld_q4)
         }                                                                                          \
     }
 
-DEFINE_QGEMM(st__k_gemm_q8_0_avx2, ST_CPU_Q8_0_BYTES, qtile_q8)
-DEFINE_QGEMM(st__k_gemm_q4_0_avx2, ST_CPU_Q4_0_BYTES, qtile_q4)
+DEFINE_QGEMM(gemm_q8_tiles, ST_CPU_Q8_0_BYTES, qtile_q8)
+DEFINE_QGEMM(gemm_q4_tiles, ST_CPU_Q4_0_BYTES, qtile_q4)
+
+/* qtile's chain for one row against one input (C = 1), and two rows side
+ * by side (the decode streams, see GEMV_GROUPS) */
+#define DEFINE_QROWS(fname1, fname2, WB, LD)                                                       \
+    ALWAYS_INLINE __m256 fname1(int64_t nb, const uint8_t *w, const int8_t *xq, const float *xd) { \
+        const __m256i ones = _mm256_set1_epi16(1);                                                 \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            const uint8_t *a = w + b * (WB);                                                       \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32)), wv = LD(a);     \
+            const __m256i p = _mm256_madd_epi16(                                                   \
+                _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)), ones);   \
+            acc = _mm256_fmadd_ps(                                                                 \
+                _mm256_cvtepi32_ps(p),                                                             \
+                _mm256_mul_ps(_mm256_set1_ps(ld_d(a)), _mm256_broadcast_ss(xd + b)), acc);         \
+        }                                                                                          \
+        return acc;                                                                                \
+    }                                                                                              \
+    ALWAYS_INLINE void fname2(int64_t nb, const uint8_t *wa, const uint8_t *wb, const int8_t *xq,  \
+                              const float *xd, __m256 *sa, __m256 *sb) {                           \
+        const __m256i ones = _mm256_set1_epi16(1);                                                 \
+        __m256 acc_a = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();                           \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            const uint8_t *a = wa + b * (WB), *c = wb + b * (WB);                                  \
+            _mm_prefetch((const char *)a + DECODE_PF_Q, _MM_HINT_T0);                              \
+            _mm_prefetch((const char *)c + DECODE_PF_Q, _MM_HINT_T0);                              \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32));                 \
+            const __m256 dx = _mm256_broadcast_ss(xd + b);                                         \
+            const __m256i va = LD(a), vb = LD(c);                                                  \
+            const __m256i pa = _mm256_madd_epi16(                                                  \
+                _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(xv, va)), ones);   \
+            const __m256i pb = _mm256_madd_epi16(                                                  \
+                _mm256_maddubs_epi16(_mm256_sign_epi8(vb, vb), _mm256_sign_epi8(xv, vb)), ones);   \
+            acc_a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pa),                                        \
+                                    _mm256_mul_ps(_mm256_set1_ps(ld_d(a)), dx), acc_a);            \
+            acc_b = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pb),                                        \
+                                    _mm256_mul_ps(_mm256_set1_ps(ld_d(c)), dx), acc_b);            \
+        }                                                                                          \
+        *sa = acc_a;                                                                               \
+        *sb = acc_b;                                                                               \
+    }
+
+DEFINE_QROWS(qrow_q8, qrow2_q8, ST_CPU_Q8_0_BYTES, ld_q8)
+DEFINE_QROWS(qrow_q4, qrow2_q4, ST_CPU_Q4_0_BYTES, ld_q4)
+
+#define Q_FINISH(acc, rows, nrow, r0)                                                              \
+    store_rows(y + (r0), reduce4((acc)[0], (acc)[1], (acc)[2], (acc)[3]), nrow)
+
+void st__k_gemm_q8_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                          const float *xd, float *y, int64_t ldy) {
+    if (nx == 1) {
+        const int64_t nb = k / 32;
+        const uint8_t *w8 = w;
+#define Q8_DOT1(pa) qrow_q8(nb, pa, xqs, xd)
+#define Q8_DOT2(pa, pb, sa, sb) qrow2_q8(nb, pa, pb, xqs, xd, sa, sb)
+        GEMV_GROUPS(uint8_t, w8, (size_t)nb * ST_CPU_Q8_0_BYTES, nr, Q8_DOT1, Q8_DOT2, Q_FINISH);
+#undef Q8_DOT1
+#undef Q8_DOT2
+        return;
+    }
+    gemm_q8_tiles(k, nr, w, nx, xqs, xd, y, ldy);
+}
+
+void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                          const float *xd, float *y, int64_t ldy) {
+    if (nx == 1) {
+        const int64_t nb = k / 32;
+        const uint8_t *w8 = w;
+#define Q4_DOT1(pa) qrow_q4(nb, pa, xqs, xd)
+#define Q4_DOT2(pa, pb, sa, sb) qrow2_q4(nb, pa, pb, xqs, xd, sa, sb)
+        GEMV_GROUPS(uint8_t, w8, (size_t)nb * ST_CPU_Q4_0_BYTES, nr, Q4_DOT1, Q4_DOT2, Q_FINISH);
+#undef Q4_DOT1
+#undef Q4_DOT2
+        return;
+    }
+    gemm_q4_tiles(k, nr, w, nx, xqs, xd, y, ldy);
+}
 
 /* ---- activation quantizer ------------------------------------------------------------ */
 
