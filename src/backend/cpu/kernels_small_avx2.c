@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_gemv.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -99,31 +100,6 @@ ALWAYS_INLINE void tile_f32(const int C, int64_t k, const float *const wr[4], co
 #define DECODE_PF_F32 2048
 #define DECODE_PF_Q 8192
 
-/* groups of 4 rows: A = the first half of the groups, B the rest; DOT2(row
- * i of A, row i of B, &acc a, &acc b) or DOT1 for a lone A group, then
- * FINISH(4 accumulators, 4 row pointers, nrow, y) */
-#define GEMV_GROUPS(T, w, rowlen, nr, DOT1, DOT2, FINISH)                                          \
-    do {                                                                                           \
-        const int64_t ng_ = ((nr) + 3) / 4, na_ = (ng_ + 1) / 2;                                   \
-        for (int64_t g_ = 0; g_ < na_; g_++) {                                                     \
-            const int64_t ra_ = g_ * 4, rb_ = (na_ + g_) * 4;                                      \
-            const int nra_ = (nr)-ra_ < 4 ? (int)((nr)-ra_) : 4;                                   \
-            const int nrb_ = na_ + g_ < ng_ ? ((nr)-rb_ < 4 ? (int)((nr)-rb_) : 4) : 0;            \
-            __m256 a_[4], b_[4];                                                                   \
-            const T *pa_[4], *pb_[4];                                                              \
-            for (int i_ = 0; i_ < 4; i_++) {                                                       \
-                pa_[i_] = (w) + (size_t)(ra_ + (i_ < nra_ ? i_ : nra_ - 1)) * (rowlen);            \
-                if (nrb_) {                                                                        \
-                    pb_[i_] = (w) + (size_t)(rb_ + (i_ < nrb_ ? i_ : nrb_ - 1)) * (rowlen);        \
-                    DOT2(pa_[i_], pb_[i_], &a_[i_], &b_[i_]);                                      \
-                } else                                                                             \
-                    a_[i_] = DOT1(pa_[i_]);                                                        \
-            }                                                                                      \
-            FINISH(a_, pa_, nra_, ra_);                                                            \
-            if (nrb_) FINISH(b_, pb_, nrb_, rb_);                                                  \
-        }                                                                                          \
-    } while (0)
-
 /* tile_f32's chain for one row (its C = 1 accumulator) */
 ALWAYS_INLINE __m256 row1_f32(int64_t k, const float *w, const float *x) {
     __m256 acc = _mm256_setzero_ps();
@@ -168,7 +144,7 @@ void st__k_gemm_f32_avx2(int64_t k, int64_t nr, const float *w, int64_t nx, cons
 #define F32_DOT1(pa) row1_f32(k, pa, x)
 #define F32_DOT2(pa, pb, sa, sb) row2_f32(k, pa, pb, x, sa, sb)
 #define F32_FINISH(acc, rows, nrow, r0) finish_f32(acc, rows, nrow, y + (r0), k, x)
-        GEMV_GROUPS(float, w, k, nr, F32_DOT1, F32_DOT2, F32_FINISH);
+        ST_GEMV_GROUPS(__m256, float, w, k, nr, F32_DOT1, F32_DOT2, F32_FINISH);
 #undef F32_DOT1
 #undef F32_DOT2
 #undef F32_FINISH
@@ -262,7 +238,7 @@ DEFINE_QGEMM(gemm_q8_tiles, ST_CPU_Q8_0_BYTES, qtile_q8)
 DEFINE_QGEMM(gemm_q4_tiles, ST_CPU_Q4_0_BYTES, qtile_q4)
 
 /* qtile's chain for one row against one input (C = 1), and two rows side
- * by side (the decode streams, see GEMV_GROUPS) */
+ * by side (the decode streams, see kernels_gemv.h) */
 #define DEFINE_QROWS(fname1, fname2, WB, LD)                                                       \
     ALWAYS_INLINE __m256 fname1(int64_t nb, const uint8_t *w, const int8_t *xq, const float *xd) { \
         const __m256i ones = _mm256_set1_epi16(1);                                                 \
@@ -315,7 +291,8 @@ void st__k_gemm_q8_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, cons
         const uint8_t *w8 = w;
 #define Q8_DOT1(pa) qrow_q8(nb, pa, xqs, xd)
 #define Q8_DOT2(pa, pb, sa, sb) qrow2_q8(nb, pa, pb, xqs, xd, sa, sb)
-        GEMV_GROUPS(uint8_t, w8, (size_t)nb * ST_CPU_Q8_0_BYTES, nr, Q8_DOT1, Q8_DOT2, Q_FINISH);
+        ST_GEMV_GROUPS(__m256, uint8_t, w8, (size_t)nb * ST_CPU_Q8_0_BYTES, nr, Q8_DOT1, Q8_DOT2,
+                       Q_FINISH);
 #undef Q8_DOT1
 #undef Q8_DOT2
         return;
@@ -330,7 +307,8 @@ void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, cons
         const uint8_t *w8 = w;
 #define Q4_DOT1(pa) qrow_q4(nb, pa, xqs, xd)
 #define Q4_DOT2(pa, pb, sa, sb) qrow2_q4(nb, pa, pb, xqs, xd, sa, sb)
-        GEMV_GROUPS(uint8_t, w8, (size_t)nb * ST_CPU_Q4_0_BYTES, nr, Q4_DOT1, Q4_DOT2, Q_FINISH);
+        ST_GEMV_GROUPS(__m256, uint8_t, w8, (size_t)nb * ST_CPU_Q4_0_BYTES, nr, Q4_DOT1, Q4_DOT2,
+                       Q_FINISH);
 #undef Q4_DOT1
 #undef Q4_DOT2
         return;

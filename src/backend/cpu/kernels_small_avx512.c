@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_gemv.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -146,29 +147,9 @@ ALWAYS_INLINE __m512 row1_f32(int64_t k, const float *w, const float *x) {
 #define DECODE_PF_F32 2048
 #define DECODE_PF_Q 8192
 
-/* rows [ra, ra + 4) and (when nb4 > 0) [rb, rb + 4) of w, clamped to their
- * group's valid rows (na4 / nb4 >= 1), by DOT2(row a, row b, &sum a, &sum b)
- * or DOT1(row a) for a lone group; stores both groups' sums */
-#define GEMV_GROUPS(T, w, rowlen, nr, y, DOT1, DOT2)                                               \
-    do {                                                                                           \
-        const int64_t ng_ = ((nr) + 3) / 4, na_ = (ng_ + 1) / 2;                                   \
-        for (int64_t g_ = 0; g_ < na_; g_++) {                                                     \
-            const int64_t ra_ = g_ * 4, rb_ = (na_ + g_) * 4;                                      \
-            const int nra_ = (nr)-ra_ < 4 ? (int)((nr)-ra_) : 4;                                   \
-            const int nrb_ = na_ + g_ < ng_ ? ((nr)-rb_ < 4 ? (int)((nr)-rb_) : 4) : 0;            \
-            __m512 a_[4], b_[4];                                                                   \
-            for (int i_ = 0; i_ < 4; i_++) {                                                       \
-                const T *pa_ = (w) + (size_t)(ra_ + (i_ < nra_ ? i_ : nra_ - 1)) * (rowlen);       \
-                if (nrb_) {                                                                        \
-                    const T *pb_ = (w) + (size_t)(rb_ + (i_ < nrb_ ? i_ : nrb_ - 1)) * (rowlen);   \
-                    DOT2(pa_, pb_, &a_[i_], &b_[i_]);                                              \
-                } else                                                                             \
-                    a_[i_] = DOT1(pa_);                                                            \
-            }                                                                                      \
-            store_rows((y) + ra_, reduce4(a_[0], a_[1], a_[2], a_[3]), nra_);                      \
-            if (nrb_) store_rows((y) + rb_, reduce4(b_[0], b_[1], b_[2], b_[3]), nrb_);            \
-        }                                                                                          \
-    } while (0)
+/* a group's 4 sums into y (kernels_gemv.h's FINISH) */
+#define GROUP_STORE(acc, rows, nrow, r0)                                                           \
+    store_rows(y + (r0), reduce4((acc)[0], (acc)[1], (acc)[2], (acc)[3]), nrow)
 
 /* two rows side by side: row1_f32's sums of each */
 ALWAYS_INLINE void row2_f32(int64_t k, const float *wa, const float *wb, const float *x, __m512 *sa,
@@ -197,7 +178,7 @@ void st__k_gemm_f32_avx512(int64_t k, int64_t nr, const float *w, int64_t nx, co
     if (nx == 1) {
 #define F32_DOT1(pa) row1_f32(k, pa, x)
 #define F32_DOT2(pa, pb, sa, sb) row2_f32(k, pa, pb, x, sa, sb)
-        GEMV_GROUPS(float, w, k, nr, y, F32_DOT1, F32_DOT2);
+        ST_GEMV_GROUPS(__m512, float, w, k, nr, F32_DOT1, F32_DOT2, GROUP_STORE);
 #undef F32_DOT1
 #undef F32_DOT2
         return;
@@ -259,6 +240,22 @@ ALWAYS_INLINE __m128 ld2_f32(const float *p) {
     return _mm_castsi128_ps(_mm_cvtsi64_si128((long long)u));
 }
 
+/* Input row x's pair of blocks b, b + 1 (of nb): the int8 values, and the
+ * scales as [d(b) x 8, d(b + 1) x 8]; a lone last block (b + 1 == nb) fills
+ * the low halves and leaves the high halves 0. */
+ALWAYS_INLINE void ld_xpair(const int8_t *xq, const float *xd, int64_t b, int64_t nb, __m512i *xv,
+                            __m512 *dx) {
+    if (b + 1 < nb) {
+        *xv = _mm512_loadu_si512(xq + b * 32);
+        *dx =
+            _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                                  _mm512_castps128_ps512(ld2_f32(xd + b)));
+    } else {
+        *xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + b * 32)));
+        *dx = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(xd[b]));
+    }
+}
+
 /* A pair of consecutive blocks at a: qs through two 32-byte loads, scales
  * through two 2-byte loads. (One 64-byte load for both scales plus a masked
  * load for the qs needs fewer instructions but was about 1.5x slower
@@ -299,17 +296,8 @@ ALWAYS_INLINE __m512i dot_bw(__m512i ax, __m512i sb) {
             const int two = b + 1 < nb;                                                            \
             __m512i xv[4];                                                                         \
             __m512 dx[4];                                                                          \
-            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {                                  \
-                const int8_t *xp = xqs + c * k + b * 32;                                           \
-                const float *dp = xd + c * (k / 32) + b;                                           \
-                if (two) {                                                                         \
-                    xv[c] = _mm512_loadu_si512(xp);                                                \
-                    dx[c] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(ld2_f32(dp)));       \
-                } else {                                                                           \
-                    xv[c] = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)xp));       \
-                    dx[c] = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(dp[0]));                    \
-                }                                                                                  \
-            }                                                                                      \
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++)                                    \
+                ld_xpair(xqs + c * k, xd + c * nb, b, nb, &xv[c], &dx[c]);                         \
             _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                  \
                 const uint8_t *a0 = wr[r] + b * (WB);                                              \
                 if (pf) _mm_prefetch((const char *)a0 + PF_BYTES, _MM_HINT_T0);                    \
@@ -350,16 +338,8 @@ DEFINE_QTILE(qtile_q4_bw, , ST_CPU_Q4_0_BYTES, ld2_q4, ldp_q4, ldp32_d_q4, dot_b
             __m512i xv[4];                                                                         \
             __m512 dx[4];                                                                          \
             _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {                                  \
-                const int8_t *xp = xqs + c * k + b * 32;                                           \
-                const float *dp = xd + c * (k / 32) + b;                                           \
-                if (two) {                                                                         \
-                    xv[c] = _mm512_xor_si512(_mm512_loadu_si512(xp), k80);                         \
-                    dx[c] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(ld2_f32(dp)));       \
-                } else {                                                                           \
-                    xv[c] = _mm512_xor_si512(                                                      \
-                        _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)xp)), k80);     \
-                    dx[c] = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(dp[0]));                    \
-                }                                                                                  \
+                ld_xpair(xqs + c * k, xd + c * nb, b, nb, &xv[c], &dx[c]);                         \
+                xv[c] = _mm512_xor_si512(xv[c], k80);                                              \
             }                                                                                      \
             _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                  \
                 const uint8_t *a0 = wr[r] + b * (WB);                                              \
@@ -393,20 +373,11 @@ DEFINE_QTILE_VNNI(qtile_q4_vnni, ST_CPU_Q4_0_BYTES, ld2_q4, ldp_q4, ldp32_d_q4)
         __m512 acc = _mm512_setzero_ps();                                                          \
         for (int64_t b = 0; b < nb; b += 2) {                                                      \
             const uint8_t *a0 = w + b * (WB);                                                      \
-            const int8_t *xp = xq + b * 32;                                                        \
-            __m512i xv, wv;                                                                        \
-            __m512 dx, dw;                                                                         \
-            if (b + 1 < nb) {                                                                      \
-                xv = _mm512_loadu_si512(xp);                                                       \
-                dx = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(ld2_f32(xd + b)));          \
-                wv = LDP(a0);                                                                      \
-                dw = LDPD(a0);                                                                     \
-            } else {                                                                               \
-                xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)xp));              \
-                dx = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(xd[b]));                           \
-                wv = LD2(a0, a0);                                                                  \
-                dw = ld2_d(a0, a0, idx);                                                           \
-            }                                                                                      \
+            __m512i xv;                                                                            \
+            __m512 dx;                                                                             \
+            ld_xpair(xq, xd, b, nb, &xv, &dx);                                                     \
+            const __m512i wv = b + 1 < nb ? LDP(a0) : LD2(a0, a0);                                 \
+            const __m512 dw = b + 1 < nb ? LDPD(a0) : ld2_d(a0, a0, idx);                          \
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(DOTP(wv, xv)), _mm512_mul_ps(dw, dx), acc);   \
         }                                                                                          \
         return acc;                                                                                \
@@ -501,18 +472,11 @@ typedef struct row1_x {
 
 __attribute__((target("avx512vnni"))) static void row1_prep(int64_t nb, const int8_t *xq,
                                                             const float *xd, char off, row1_x *p) {
-    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i o = _mm512_set1_epi8(off);
     for (int64_t b = 0; b < nb; b += 2) {
         __m512i xv;
         __m512 dx;
-        if (b + 1 < nb) {
-            xv = _mm512_loadu_si512(xq + b * 32);
-            dx = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(ld2_f32(xd + b)));
-        } else {
-            xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + b * 32)));
-            dx = _mm512_maskz_mov_ps(0x00ff, _mm512_set1_ps(xd[b]));
-        }
+        ld_xpair(xq, xd, b, nb, &xv, &dx);
         p->x[b / 2] = xv;
         p->d[b / 2] = dx;
         p->init[b / 2] = _mm512_sub_epi32(_mm512_setzero_si512(),
@@ -577,7 +541,8 @@ DEFINE_QROWS_VNNI(qrow_q4_u, qrow2_q4_u, ST_CPU_Q4_0_BYTES, ldu_q4)
         row1_x p;                                                                                  \
         row1_prep(nb, xq, xd, (char)(OFF), &p);                                                    \
         const uint8_t *w8 = w;                                                                     \
-        GEMV_GROUPS(uint8_t, w8, (size_t)nb *(WB), nr, y, QD1_##ROW1, QD2_##ROW2);                 \
+        ST_GEMV_GROUPS(__m512, uint8_t, w8, (size_t)nb *(WB), nr, QD1_##ROW1, QD2_##ROW2,          \
+                       GROUP_STORE);                                                               \
     }
 
 #define QD1_qrow_q8_u(pa) qrow_q8_u(nb, pa, &p)
