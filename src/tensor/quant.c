@@ -241,12 +241,10 @@ void st_wmatrix_scratch_release(void) {
 #define MM_MAX_MATS 4 /* matrices one st_wmatrix_matmul_multi job takes */
 
 typedef struct mm_job {
-    const st_wmatrix *w;
     const float *x;
     int64_t n;
-    float *y;
-    /* small-n multi job (n_w > 1): matrices ws[i] -> ys[i], all of w->cols;
-     * threads split the units of all of them as one row range */
+    /* matrices ws[i] -> ys[i] (the tile path: one), all of ws[0]->cols;
+     * small-n threads split the units of all of them as one row range */
     int n_w;
     const st_wmatrix *ws[MM_MAX_MATS];
     float *ys[MM_MAX_MATS];
@@ -262,7 +260,7 @@ typedef struct mm_job {
 } mm_job;
 
 static void mm_split(const mm_job *j, int ith, int nth, int64_t *r0, int64_t *r1) {
-    const int64_t rows = j->w->rows, a = j->row_align;
+    const int64_t rows = j->ws[0]->rows, a = j->row_align;
     const int64_t units = (rows + a - 1) / a;
     int64_t b = units * ith / nth * a, e = units * (ith + 1) / nth * a;
     *r0 = b < rows ? b : rows;
@@ -401,7 +399,7 @@ static void mm_multi_fn(void *arg, int ith, int nth) {
 /* dequantize W rows [r0, r1) in tiles and sgemm them against all of x */
 static void mm_tile_fn(void *arg, int ith, int nth) {
     const mm_job *j = arg;
-    const st_wmatrix *w = j->w;
+    const st_wmatrix *w = j->ws[0];
     const int64_t K = w->cols, R = w->rows;
     float *tile = j->tiles + (size_t)ith * QTILE_ROWS * (size_t)K;
     int64_t r0, r1;
@@ -416,7 +414,7 @@ static void mm_tile_fn(void *arg, int ith, int nth) {
             else st_dequantize_row(w->type, src, K, dst);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nr, (int)K, 1.0f,
-                    j->x, (int)K, tile, (int)K, 0.0f, j->y + t, (int)R);
+                    j->x, (int)K, tile, (int)K, 0.0f, j->ys[0] + t, (int)R);
     }
 }
 
@@ -459,6 +457,42 @@ static int64_t tile_min_n(st_wtype t) {
     }
 }
 
+/* The small-n regime for n_mats (1..MM_MAX_MATS) checked matrices of equal
+ * cols > 0 against x (n >= 1 rows): x quantized once if any matrix wants
+ * it, then one pool run over the rows of all of them (on the calling
+ * thread when they are too few to split). next: the hint of
+ * st_wmatrix_matmul_multi (malformed or too many: ignored). */
+static st_status mm_small(st_pool *pool, const st_cpu_kernels *k, const st_cpu_qkernels *qk,
+                          int n_mats, const st_wmatrix *const *w, const float *x, int64_t n,
+                          float *const *y, int n_next, const st_wmatrix *const *next,
+                          const char *fn) {
+    mm_job j = {.x = x, .n = n, .k = k, .qk = qk, .row_align = 16, .n_w = n_mats};
+    int64_t rows = 0;
+    bool quant = false;
+    for (int i = 0; i < n_mats; i++) {
+        j.ws[i] = w[i];
+        j.ys[i] = y[i];
+        rows += w[i]->rows;
+        quant = quant || w[i]->type == ST_WT_Q8_0 || w[i]->type == ST_WT_Q4_0;
+    }
+    if (n_next <= MM_MAX_MATS)
+        for (int i = 0; i < n_next; i++) {
+            const st_wmatrix *q = next[i];
+            if (!q || !q->data || q->rows < 0 || q->row_bytes == 0) {
+                j.n_next = 0;
+                break;
+            }
+            j.next[j.n_next++] = q;
+        }
+    if (quant) ST_TRY(quantize_x(&j, w[0]->cols, fn));
+    atomic_init(&j.next_unit, 0);
+    const int nth = pool ? st_pool_size(pool) : 1;
+    if (pool && nth > 1 && rows >= (int64_t)nth * MM_MIN_ROWS_PER_THREAD)
+        st_pool_run(pool, mm_multi_fn, &j);
+    else mm_multi_fn(&j, 0, 1);
+    return ST_OK;
+}
+
 st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
                             float *y) {
     ST_TRY(check_wmatrix(w, "st_wmatrix_matmul"));
@@ -474,8 +508,6 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
     st_pool *pool = mm_setup(ctx, &k, &qk);
     const int nth = pool ? st_pool_size(pool) : 1;
     const bool blas_ok = n <= INT_MAX && w->rows <= INT_MAX && w->cols <= INT_MAX;
-    mm_job j = {.w = w, .x = x, .n = n, .y = y, .k = k, .qk = qk, .row_align = 16};
-
     if (n >= tile_min_n(w->type) && blas_ok) {
         if (w->type == ST_WT_F32) {
             /* the pool is idle here: BLAS has the cores alone (idle workers
@@ -486,7 +518,8 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
                         (int)w->cols, 0.0f, y, (int)w->rows);
             return ST_OK;
         }
-        j.row_align = QTILE_ROWS;
+        mm_job j = {.x = x, .n = n, .n_w = 1, .ws = {w}, .ys = {y}, .k = k, .qk = qk,
+                    .row_align = QTILE_ROWS};
         j.tiles = scratch_get((size_t)nth * QTILE_ROWS * (size_t)w->cols * sizeof(float));
         if (!j.tiles) return st__fail(ST_ERR_NOMEM, "st_wmatrix_matmul: out of memory (tiles)");
         const int blas_threads = st_hw_blas_get_threads();
@@ -496,16 +529,7 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
         st_hw_blas_set_threads(blas_threads);
         return ST_OK;
     }
-    if (w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0)
-        ST_TRY(quantize_x(&j, w->cols, "st_wmatrix_matmul"));
-    j.n_w = 1; /* the multi job's scheduling with one matrix */
-    j.ws[0] = w;
-    j.ys[0] = y;
-    atomic_init(&j.next_unit, 0);
-    if (pool && nth > 1 && w->rows >= (int64_t)nth * MM_MIN_ROWS_PER_THREAD)
-        st_pool_run(pool, mm_multi_fn, &j);
-    else mm_rows(&j, w, y, 0, w->rows);
-    return ST_OK;
+    return mm_small(pool, k, qk, 1, &w, x, n, &y, 0, NULL, "st_wmatrix_matmul");
 }
 
 st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *const *w,
@@ -515,15 +539,11 @@ st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *con
         (n_next > 0 && !next))
         return st__fail(ST_ERR_INVALID_ARG, "st_wmatrix_matmul_multi: bad arguments");
     bool small = n_mats <= MM_MAX_MATS && n > 0;
-    int64_t rows = 0;
-    bool quant = false;
     for (int i = 0; i < n_mats; i++) {
         ST_TRY(check_wmatrix(w[i], "st_wmatrix_matmul_multi"));
         if (!y[i]) return st__fail(ST_ERR_INVALID_ARG, "st_wmatrix_matmul_multi: NULL output");
         small = small && w[i]->cols == w[0]->cols && w[i]->cols > 0 &&
                 n < tile_min_n(w[i]->type);
-        rows += w[i]->rows;
-        quant = quant || w[i]->type == ST_WT_Q8_0 || w[i]->type == ST_WT_Q4_0;
     }
     if (!small) { /* different shapes, or the sgemm / tile regime: one by one */
         for (int i = 0; i < n_mats; i++) ST_TRY(st_wmatrix_matmul(ctx, w[i], x, n, y[i]));
@@ -532,26 +552,5 @@ st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *con
     const st_cpu_kernels *k;
     const st_cpu_qkernels *qk;
     st_pool *pool = mm_setup(ctx, &k, &qk);
-    const int nth = pool ? st_pool_size(pool) : 1;
-    mm_job j = {.w = w[0], .x = x, .n = n, .y = y[0], .k = k, .qk = qk, .row_align = 16,
-                .n_w = n_mats};
-    for (int i = 0; i < n_mats; i++) {
-        j.ws[i] = w[i];
-        j.ys[i] = y[i];
-    }
-    if (n_next <= MM_MAX_MATS) /* a hint: malformed or too many next matrices are ignored */
-        for (int i = 0; i < n_next; i++) {
-            const st_wmatrix *q = next[i];
-            if (!q || !q->data || q->rows < 0 || q->row_bytes == 0) {
-                j.n_next = 0;
-                break;
-            }
-            j.next[j.n_next++] = next[i];
-        }
-    if (quant) ST_TRY(quantize_x(&j, w[0]->cols, "st_wmatrix_matmul_multi"));
-    atomic_init(&j.next_unit, 0);
-    if (pool && nth > 1 && rows >= (int64_t)nth * MM_MIN_ROWS_PER_THREAD)
-        st_pool_run(pool, mm_multi_fn, &j);
-    else mm_multi_fn(&j, 0, 1);
-    return ST_OK;
+    return mm_small(pool, k, qk, n_mats, w, x, n, y, n_next, next, "st_wmatrix_matmul_multi");
 }
