@@ -297,7 +297,9 @@ int bench_decode_main(int argc, char **argv) {
                    "  --no-q8        f32 models only\n"
                    "  --batch-only   only the batch-rows table\n"
                    "  --no-batch     skip the batch-rows table\n"
-                   "  --json         JSON Lines (batch rows carry \"bench\": \"batch_rows\")\n");
+                   "  --json         JSON Lines (batch rows carry \"bench\": \"batch_rows\")\n\n"
+                   "q8_0 models run packed where the CPU has AVX-512 VNNI (the engine's\n"
+                   "default); STRATA_PACK=0 measures the row-major kernels instead.\n");
             return 0;
         }
         if (!strcmp(k, "--json")) json = true;
@@ -402,6 +404,9 @@ int bench_decode_main(int argc, char **argv) {
         s = make_model(&k_shapes[m], &f32);
         if (!s) s = run_batch(ctx, k_shapes[m].name, f32, f32, (int)reps, json);
         if (!s && !no_q8) s = st_lm_quantize(f32, ST_WT_Q8_0, &q8);
+        /* the products as an engine runs them: packed where it packs */
+        if (!s && q8 && !st_engine_default_params().no_pack && st_wmatrix_packs(ctx))
+            s = st_lm_pack(q8);
         if (!s && q8) s = run_batch(ctx, k_shapes[m].name, q8, f32, (int)reps, json);
         if (s) rc = cli_fail("bench decode", s);
         st_lm_free(q8);

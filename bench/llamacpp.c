@@ -48,7 +48,7 @@ static st_status rmat(st_lm *lm, st_wmatrix *w, int64_t rows, int64_t cols, uint
     if (!p) return st__fail(ST_ERR_NOMEM, "bench llamacpp: no memory");
     for (int64_t i = 0; i < rows * cols; i++)
         p[i] = ((float)(lcg(s) & 0xffff) / 65536.0f - 0.5f) * 0.1f;
-    *w = (st_wmatrix){ST_WT_F32, rows, cols, p, (size_t)cols * sizeof(float)};
+    *w = (st_wmatrix){ST_WT_F32, rows, cols, p, (size_t)cols * sizeof(float), NULL};
     return ST_OK;
 }
 

@@ -103,7 +103,7 @@ static void rand_matrix(st_lm *lm, st_wmatrix *w, int64_t rows, int64_t cols) {
     float *d = st_lm_alloc(lm, (size_t)(rows * cols) * 4);
     assert_non_null(d);
     for (int64_t i = 0; i < rows * cols; i++) d[i] = frand() * 0.5f;
-    *w = (st_wmatrix){ST_WT_F32, rows, cols, d, (size_t)cols * 4};
+    *w = (st_wmatrix){ST_WT_F32, rows, cols, d, (size_t)cols * 4, NULL};
 }
 
 static const float *rand_vec(st_lm *lm, int64_t n) {

@@ -596,6 +596,67 @@ static void test_llama2c_generate(void **state) {
     st_lm_free(x);
 }
 
+/* Packed q8_0 weights: stories260K quantized to q8_0 decodes through an
+ * engine with packed copies (where the kernels read them) and one without
+ * (no_pack) to logits within 1e-4 of each other (only the order of the
+ * f32 sums over blocks differs) and the same greedy text; st_lm_pack
+ * packs every step matrix of a model once. */
+static void test_engine_packed(void **state) {
+    (void)state;
+    st_lm *f32 = NULL, *q8 = NULL;
+    OK(st_lm_load(g_ctx, STORIES, TOK512, &f32));
+    OK(st_lm_quantize(f32, ST_WT_Q8_0, &q8));
+    assert_false(st_lm_needs_pack(f32));
+    assert_true(st_lm_needs_pack(q8));
+    const int64_t V = q8->cfg.vocab_size;
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++) ids[i] = (i * 37 + 1) % (int32_t)V;
+    float *lg[2];
+    static char text[2][sizeof(((collect *)0)->text)];
+    for (int v = 0; v < 2; v++) {
+        st_engine_params ep = st_engine_default_params();
+        ep.no_pack = v == 1;
+        st_engine *e = NULL;
+        OK(st_engine_new(g_ctx, q8, &ep, &e));
+        lg[v] = malloc((size_t)(24 * V) * sizeof(float));
+        st_kv_seq q = {0};
+        st_engine_seq es = {.seq = &q, .tokens = ids, .n_tokens = 24, .logits_all = lg[v]};
+        OK(st_engine_forward(e, &es, 1));
+        st_kv_seq_release(st_engine_kv(e), &q);
+        int32_t *p = NULL;
+        size_t np = 0;
+        st_encode_opts eo = {.add_bos = true};
+        OK(st_tokenizer_encode(q8->tok, "Once upon a time", 16, &eo, &p, &np));
+        st_generate_params gp = st_generate_default_params();
+        gp.sampler.temperature = 0;
+        gp.max_tokens = 60;
+        collect out = {0};
+        st_generate_stats st;
+        OK(st_generate(e, NULL, p, (int64_t)np, &gp, collect_fn, &out, &st));
+        memcpy(text[v], out.text, sizeof text[v]);
+        st_free(p);
+        st_engine_free(e);
+    }
+    assert_true(rel_err(lg[0], lg[1], 24 * V) <= 1e-4);
+    /* and the packed path did run: its sums are ordered differently */
+    if (st_wmatrix_packs(g_ctx))
+        assert_true(memcmp(lg[0], lg[1], (size_t)(24 * V) * sizeof(float)) != 0);
+    assert_string_equal(text[0], text[1]);
+    /* packing the model itself: every q8_0 step matrix once */
+    OK(st_lm_pack(q8));
+    assert_false(st_lm_needs_pack(q8));
+    assert_non_null(q8->lm_head.packed);
+    assert_non_null(q8->layers[0].wq.packed);
+    const void *before = q8->layers[0].wq.packed;
+    OK(st_lm_pack(q8));
+    assert_ptr_equal(q8->layers[0].wq.packed, before);
+    assert_int_equal(st_lm_pack(NULL), ST_ERR_INVALID_ARG);
+    free(lg[0]);
+    free(lg[1]);
+    st_lm_free(q8);
+    st_lm_free(f32);
+}
+
 /* A zero-layer-weight llama whose greedy output cycles through the byte-fallback tokens of
  * "\xE2\x82\xAC" (the euro sign) after BOS: each token's embedding is one-hot in its own
  * slot and the head maps that slot to the next token, so text arrives split across tokens. */
@@ -639,8 +700,8 @@ static void test_generate_utf8(void **state) {
         head[next * E + k] = 10.0f;
     }
     st_wmatrix z = {.type = ST_WT_F32, .rows = 8, .cols = 8, .data = zero, .row_bytes = 32};
-    lm->tok_embd = (st_wmatrix){ST_WT_F32, V, E, emb, (size_t)E * 4};
-    lm->lm_head = (st_wmatrix){ST_WT_F32, V, E, head, (size_t)E * 4};
+    lm->tok_embd = (st_wmatrix){ST_WT_F32, V, E, emb, (size_t)E * 4, NULL};
+    lm->lm_head = (st_wmatrix){ST_WT_F32, V, E, head, (size_t)E * 4, NULL};
     lm->lnf_w = one;
     st_lm_layer *L = &lm->layers[0];
     L->ln1_w = L->ln2_w = one;
@@ -812,7 +873,8 @@ int main(void) {
         cmocka_unit_test(test_parity_llama),     cmocka_unit_test(test_parity_gpt2),
         cmocka_unit_test(test_kv_cache),         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_llama2c_generate), cmocka_unit_test(test_generate_utf8),
-        cmocka_unit_test(test_kernels_simd),     cmocka_unit_test(test_lm_alloc),
+        cmocka_unit_test(test_kernels_simd),     cmocka_unit_test(test_engine_packed),
+        cmocka_unit_test(test_lm_alloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -21,6 +21,14 @@
  *    and past the small-n regime, unequal cols (one by one), with and
  *    without a next-product hint (malformed hints are ignored); bad
  *    arguments are refused.
+ * 7. Packed q8_0 weights (st_wmatrix_pack): where the kernels read them,
+ *    every output equals, bit for bit, a scalar model of the packed sum
+ *    (blocks in order, fmaf(integer dot, d_w * d_x, sum), x quantized by
+ *    st_quantize_row), for row counts around the 16-row groups, odd and
+ *    even block counts, n = 1..70 (one output row at a time too: batch
+ *    invariance), weights -128 and zero scales, one and several matrices
+ *    per pool run, with next-product hints; with VNNI switched off the
+ *    packed form is ignored (the row-major bits); bad arguments refused.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,7 +138,7 @@ static void test_types_and_args(void **state) {
     uint8_t buf[64];
     assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, 33, buf), ST_ERR_INVALID_ARG);
     assert_int_equal(st_quantize_row(ST_WT_COUNT_, x, 32, buf), ST_ERR_INVALID_ARG);
-    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 33};
+    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 33, NULL};
     assert_int_equal(st_wmatrix_get_row(&w, 0, x), ST_ERR_INVALID_ARG);
     w.row_bytes = 34;
     assert_int_equal(st_wmatrix_get_row(&w, 2, x), ST_ERR_BOUNDS);
@@ -277,7 +285,7 @@ static void check_matmul(st_ctx *ctx, const char *lvl, st_wtype t, int64_t rows,
         assert_int_equal(st_dequantize_row(t, wq + r * rb, cols, wd + r * cols), ST_OK);
     }
     for (int64_t i = 0; i < n * rows; i++) y[i] = NAN;
-    st_wmatrix w = {t, rows, cols, wq, rb};
+    st_wmatrix w = {t, rows, cols, wq, rb, NULL};
     assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
     const bool qx = t == ST_WT_Q8_0 || t == ST_WT_Q4_0;
     for (int64_t i = 0; i < n; i++)
@@ -348,7 +356,7 @@ static void test_matmul_no_steady_alloc(void **state) {
     for (int i = 0; i < N * COLS; i++) x[i] = frand();
     const st_wtype types[] = {ST_WT_F32, ST_WT_Q8_0, ST_WT_Q4_0, ST_WT_F16};
     { /* warm up: the pool's workers free their start-up arguments once running */
-        const st_wmatrix w = {ST_WT_F32, ROWS, COLS, wf, COLS * 4};
+        const st_wmatrix w = {ST_WT_F32, ROWS, COLS, wf, COLS * 4, NULL};
         assert_int_equal(st_wmatrix_matmul(ctx, &w, x, N, y), ST_OK);
     }
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
@@ -356,7 +364,7 @@ static void test_matmul_no_steady_alloc(void **state) {
         uint8_t *wq = malloc(rb * ROWS);
         for (int r = 0; r < ROWS; r++)
             assert_int_equal(st_quantize_row(types[t], wf + r * COLS, COLS, wq + r * rb), ST_OK);
-        const st_wmatrix w = {types[t], ROWS, COLS, wq, rb};
+        const st_wmatrix w = {types[t], ROWS, COLS, wq, rb, NULL};
         st_wmatrix_scratch_release(); /* earlier tests grew it */
         const int64_t live0 = st_alloc_get_stats().live_bytes;
         assert_int_equal(st_wmatrix_matmul(ctx, &w, x, N, y), ST_OK); /* may grow the scratch */
@@ -394,7 +402,7 @@ static void check_multi(st_ctx *ctx, int nm, const st_wtype *types, const int64_
             for (int64_t c = 0; c < cols[i]; c++) wf[c] = frand();
             assert_int_equal(st_quantize_row(types[i], wf, cols[i], data[i] + r * rb), ST_OK);
         }
-        w[i] = (st_wmatrix){types[i], rows[i], cols[i], data[i], rb};
+        w[i] = (st_wmatrix){types[i], rows[i], cols[i], data[i], rb, NULL};
         wp[i] = &w[i];
         y[i] = malloc((size_t)(n * rows[i]) * 4 + 4);
         ref[i] = malloc((size_t)(n * rows[i]) * 4 + 4);
@@ -441,7 +449,8 @@ static void test_matmul_multi(void **state) {
     /* arguments */
     float x[64] = {0}, y0[8], *y[2] = {y0, y0};
     uint8_t buf[8 * 68] = {0};
-    const st_wmatrix w = {ST_WT_Q8_0, 8, 64, buf, 68}, bad = {ST_WT_Q8_0, 8, 63, buf, 68};
+    const st_wmatrix w = {ST_WT_Q8_0, 8, 64, buf, 68, NULL},
+                     bad = {ST_WT_Q8_0, 8, 63, buf, 68, NULL};
     const st_wmatrix *wp[2] = {&w, &w}, *bp[1] = {&bad}, *none[1] = {NULL};
     assert_int_equal(st_wmatrix_matmul_multi(ctx, 1, wp, x, 1, y, 0, NULL), ST_OK);
     assert_int_equal(st_wmatrix_matmul_multi(ctx, 0, wp, x, 1, y, 0, NULL), ST_OK);
@@ -463,7 +472,7 @@ static void test_matmul_args(void **state) {
     assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
     float x[32] = {0}, y[2];
     uint8_t buf[68] = {0};
-    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 34};
+    st_wmatrix w = {ST_WT_Q8_0, 2, 32, buf, 34, NULL};
     assert_int_equal(st_wmatrix_matmul(ctx, &w, x, 1, y), ST_OK);
     assert_true(y[0] == 0 && y[1] == 0);
     assert_int_equal(st_wmatrix_matmul(ctx, &w, x, -1, y), ST_ERR_INVALID_ARG);
@@ -473,13 +482,192 @@ static void test_matmul_args(void **state) {
     st_ctx_free(ctx);
 }
 
+/* ---- packed q8_0 ---------------------------------------------------------- */
+
+static float f16f(uint16_t h) { return st_f16_to_f32(h); }
+
+/* what the packed kernels compute: per block in order, fmaf of the exact
+ * integer dot by d_w * d_x (x as st_quantize_row makes it) */
+static void packed_model(const st_wmatrix *w, const float *x, int64_t n, float *y) {
+    const int64_t nb = w->cols / ST_QK;
+    st_block_q8_0 *xb = malloc((size_t)nb * sizeof *xb);
+    for (int64_t i = 0; i < n; i++) {
+        assert_int_equal(st_quantize_row(ST_WT_Q8_0, x + i * w->cols, w->cols, xb), ST_OK);
+        for (int64_t r = 0; r < w->rows; r++) {
+            const st_block_q8_0 *wb =
+                (const st_block_q8_0 *)((const char *)w->data + (size_t)r * w->row_bytes);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t dot = 0;
+                for (int e = 0; e < ST_QK; e++) dot += (int32_t)wb[b].qs[e] * xb[b].qs[e];
+                acc = fmaf((float)dot, f16f(wb[b].d) * f16f(xb[b].d), acc);
+            }
+            y[i * w->rows + r] = acc;
+        }
+    }
+    free(xb);
+}
+
+/* a q8_0 matrix with its packed form; some weights -128, some scales 0 */
+static void make_packed(st_wmatrix *w, int64_t rows, int64_t cols) {
+    const size_t rb = st_wtype_row_bytes(ST_WT_Q8_0, cols);
+    uint8_t *d = malloc(rb * (size_t)rows);
+    float *wf = malloc((size_t)cols * 4);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) wf[c] = frand();
+        assert_int_equal(st_quantize_row(ST_WT_Q8_0, wf, cols, d + r * rb), ST_OK);
+        st_block_q8_0 *b = (st_block_q8_0 *)(d + r * rb);
+        if (r % 5 == 1) b[0].qs[(r * 7) % ST_QK] = -128; /* outside the quantizer's range */
+        if (r % 11 == 3) b[(cols / ST_QK) - 1].d = 0;
+    }
+    free(wf);
+    *w = (st_wmatrix){ST_WT_Q8_0, rows, cols, d, rb, NULL};
+    const size_t pb = st_wmatrix_packed_bytes(w);
+    assert_true(pb >= rb * (size_t)rows);
+    void *p = NULL;
+    assert_int_equal(posix_memalign(&p, 64, pb), 0);
+    assert_int_equal(st_wmatrix_pack(w, p), ST_OK);
+    w->packed = p;
+}
+
+static void free_packed(st_wmatrix *w) {
+    free((void *)w->data);
+    free((void *)w->packed);
+}
+
+static void test_packed_exact(void **state) {
+    (void)state;
+    st_ctx *ctx = NULL;
+    st_ctx_params p = st_ctx_default_params();
+    p.cpu.n_threads = 2;
+    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+    if (!st_wmatrix_packs(ctx)) {
+        st_ctx_free(ctx);
+        skip(); /* no kernel reads the layout here: test_packed_ignored covers it */
+    }
+    const int64_t rows[] = {1, 15, 16, 17, 40, 100, 257};
+    const int64_t cols[] = {32, 64, 96, 288};
+    const int64_t ns[] = {1, 2, 3, 4, 5, 9, 70};
+    for (size_t a = 0; a < sizeof rows / sizeof rows[0]; a++)
+        for (size_t b = 0; b < sizeof cols / sizeof cols[0]; b++) {
+            st_wmatrix w;
+            make_packed(&w, rows[a], cols[b]);
+            for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+                const int64_t n = ns[c], R = rows[a], K = cols[b];
+                float *x = malloc((size_t)(n * K) * 4), *y = malloc((size_t)(n * R) * 4),
+                      *ref = malloc((size_t)(n * R) * 4), *y1 = malloc((size_t)R * 4);
+                for (int64_t i = 0; i < n * K; i++) x[i] = frand() * (i % 13 ? 1.0f : 40.0f);
+                packed_model(&w, x, n, ref);
+                assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+                for (int64_t i = 0; i < n * R; i++)
+                    if (memcmp(&y[i], &ref[i], 4))
+                        fail_msg("packed %lld x %lld, n %lld: y[%lld][%lld] = %.9g, model %.9g",
+                                 (long long)R, (long long)K, (long long)n, (long long)(i / R),
+                                 (long long)(i % R), y[i], ref[i]);
+                for (int64_t i = 0; i < n; i++) { /* one row at a time: the same bits */
+                    assert_int_equal(st_wmatrix_matmul(ctx, &w, x + i * K, 1, y1), ST_OK);
+                    assert_memory_equal(y1, ref + i * R, (size_t)R * 4);
+                }
+                free(x);
+                free(y);
+                free(ref);
+                free(y1);
+            }
+            free_packed(&w);
+        }
+    /* several packed matrices in one pool run, with a packed next hint */
+    st_wmatrix m[3];
+    make_packed(&m[0], 96, 288);
+    make_packed(&m[1], 37, 288);
+    make_packed(&m[2], 768, 288);
+    const st_wmatrix *mp[3] = {&m[0], &m[1], &m[2]}, *next[1] = {&m[2]};
+    for (int64_t n = 1; n <= 5; n += 4) {
+        float *x = malloc((size_t)(n * 288) * 4), *y[3], *ref;
+        for (int64_t i = 0; i < n * 288; i++) x[i] = frand();
+        for (int i = 0; i < 3; i++) y[i] = malloc((size_t)(n * m[i].rows) * 4);
+        assert_int_equal(st_wmatrix_matmul_multi(ctx, 3, mp, x, n, y, 1, next), ST_OK);
+        for (int i = 0; i < 3; i++) {
+            ref = malloc((size_t)(n * m[i].rows) * 4);
+            packed_model(&m[i], x, n, ref);
+            assert_memory_equal(y[i], ref, (size_t)(n * m[i].rows) * 4);
+            free(ref);
+            free(y[i]);
+        }
+        free(x);
+    }
+    for (int i = 0; i < 3; i++) free_packed(&m[i]);
+    st_ctx_free(ctx);
+}
+
+/* Without the packed kernels (VNNI off, or a level without them) the
+ * packed form is not read: the row-major product's bits. */
+static void test_packed_ignored(void **state) {
+    (void)state;
+    st_hw_info info;
+    assert_int_equal(st_hw_query(&info), ST_OK);
+    st_wmatrix w;
+    make_packed(&w, 40, 96);
+    st_wmatrix plain = w;
+    plain.packed = NULL;
+    float x[3 * 96], y[3 * 40], ref[3 * 40];
+    for (int i = 0; i < 3 * 96; i++) x[i] = frand();
+    for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
+        if (!st_hw_simd_supported(&info, (st_simd_level)lvl)) continue;
+        st_ctx_params p = st_ctx_default_params();
+        p.cpu.simd_level = lvl;
+        p.cpu.n_threads = 2;
+        st_ctx *ctx = NULL;
+        assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+#if defined(__x86_64__)
+        if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(0);
+#endif
+        assert_false(st_wmatrix_packs(ctx));
+        for (int64_t n = 1; n <= 3; n += 2) {
+            assert_int_equal(st_wmatrix_matmul(ctx, &plain, x, n, ref), ST_OK);
+            assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+            assert_memory_equal(y, ref, (size_t)(n * 40) * 4);
+        }
+#if defined(__x86_64__)
+        if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(-1);
+#endif
+        st_ctx_free(ctx);
+    }
+    free_packed(&w);
+}
+
+static void test_packed_args(void **state) {
+    (void)state;
+    uint8_t buf[2 * 34] = {0};
+    const st_wmatrix q = {ST_WT_Q8_0, 2, 32, buf, 34, NULL}, f = {ST_WT_F32, 2, 8, buf, 32, NULL},
+                     q4 = {ST_WT_Q4_0, 2, 32, buf, 18, NULL},
+                     badrb = {ST_WT_Q8_0, 2, 32, buf, 33, NULL};
+    /* one group of 16 rows, one lone block: 576 bytes */
+    assert_int_equal(st_wmatrix_packed_bytes(&q), 576);
+    assert_int_equal(st_wmatrix_packed_bytes(&f), 0);
+    assert_int_equal(st_wmatrix_packed_bytes(&q4), 0);
+    assert_int_equal(st_wmatrix_packed_bytes(&badrb), 0);
+    assert_int_equal(st_wmatrix_packed_bytes(NULL), 0);
+    void *p = NULL;
+    assert_int_equal(posix_memalign(&p, 64, 640), 0);
+    assert_int_equal(st_wmatrix_pack(&q, NULL), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_pack(&q, (char *)p + 8), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_pack(&f, p), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_pack(NULL, p), ST_ERR_INVALID_ARG);
+    assert_int_equal(st_wmatrix_pack(&q, p), ST_OK);
+    /* the layout by hand: zero weights are stored 128, padding rows too */
+    for (int i = 64; i < 576; i++) assert_int_equal(((uint8_t *)p)[i], 128);
+    free(p);
+    assert_false(st_wmatrix_packs(NULL));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q8_0_hand),        cmocka_unit_test(test_q4_0_hand),
         cmocka_unit_test(test_types_and_args),   cmocka_unit_test(test_round_trip_bounds),
         cmocka_unit_test(test_kernel_levels),    cmocka_unit_test(test_matmul_levels),
         cmocka_unit_test(test_matmul_args),      cmocka_unit_test(test_matmul_no_steady_alloc),
-        cmocka_unit_test(test_matmul_multi),
+        cmocka_unit_test(test_matmul_multi),     cmocka_unit_test(test_packed_exact),
+        cmocka_unit_test(test_packed_ignored),   cmocka_unit_test(test_packed_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

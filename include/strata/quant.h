@@ -61,12 +61,15 @@ size_t st_wtype_row_bytes(st_wtype t, int64_t cols);
 
 /* A weight matrix. data is borrowed: whoever fills the struct keeps the
  * bytes alive (a loader's buffers or a mapped file). row_bytes is
- * st_wtype_row_bytes(type, cols); rows are contiguous. */
+ * st_wtype_row_bytes(type, cols); rows are contiguous. packed is optional
+ * (NULL: none): the same q8_0 weights in the CPU kernels' interleaved
+ * layout (st_wmatrix_pack), also borrowed. */
 typedef struct st_wmatrix {
     st_wtype type;
     int64_t rows, cols;
     const void *data;
     size_t row_bytes;
+    const void *packed;
 } st_wmatrix;
 
 /* Quantizes (or converts) n floats into dst (st_wtype_row_bytes(t, n)
@@ -113,6 +116,39 @@ st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, in
 st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *const *w,
                                   const float *x, int64_t n, float *const *y, int n_next,
                                   const st_wmatrix *const *next);
+
+/* Packed q8_0 weights. A decode product of row-major q8_0 weights spends
+ * more vector operations per byte than memory takes to deliver it (two
+ * blocks of a row per 512-bit vector: assemble them, convert and broadcast
+ * two scales, dot, reduce the row at its end). The packed layout
+ * interleaves 16 rows so that one 64-byte load holds 4 consecutive weights
+ * of each of the 16 rows, one vpdpbusd against 4 broadcast input bytes
+ * advances all 16 rows' sums, and the 16 lanes are the 16 outputs:
+ *
+ *   groups of 16 rows (the last padded with zero rows), each
+ *   ceil(nb / 2) chunks for blocks 2c, 2c + 1 (nb = cols / 32 blocks):
+ *     uint16 d[2][16]            the 16 rows' f16 scales of each block
+ *     uint8  qs[2][8][16][4]     qs[b][j][r][t] = w[r][32 b + 4 j + t] + 128
+ *   1088 bytes (a lone last block: 576), 64-byte aligned throughout.
+ *
+ * It takes as many bytes as the row-major form, plus the padding. The
+ * products use it where the CPU kernels of the context's SIMD level read it
+ * (st_wmatrix_packs: AVX-512 with VNNI today); every output is then
+ * sum over blocks b, in order, of fmaf(integer dot, d_w * d_x, sum), the
+ * same bits for every n below the sgemm regime, and the row-major data
+ * stays in use for everything else (other levels, embedding rows). */
+
+/* Bytes of w's packed form; 0 when w is not a q8_0 matrix (the only type
+ * packed today) or malformed. */
+size_t st_wmatrix_packed_bytes(const st_wmatrix *w);
+/* Writes w's packed form to dst (st_wmatrix_packed_bytes(w) bytes, 64-byte
+ * aligned); the caller then sets w->packed = dst on its copy of the
+ * matrix. Errors: ST_ERR_INVALID_ARG (NULL, misaligned dst, a matrix
+ * st_wmatrix_packed_bytes refuses). */
+st_status st_wmatrix_pack(const st_wmatrix *w, void *dst);
+/* Whether ctx's products read packed weights (so packing is worth its
+ * memory): its backend's SIMD level has the packed kernels. */
+bool st_wmatrix_packs(st_ctx *ctx);
 
 /* Frees the calling thread's product scratch (st_wmatrix_matmul grows it
  * again when next needed). Optional: thread exit frees it too; useful for a

@@ -94,14 +94,14 @@ static st_status mat(hf_ctx *h, const char *name, int64_t rows, int64_t cols, bo
         void *d = st_lm_alloc(h->lm, t.n_bytes);
         if (!d) return st__fail(ST_ERR_NOMEM, "%s: out of memory", h->file);
         memcpy(d, t.data, t.n_bytes);
-        *w = (st_wmatrix){wt, rows, cols, d, st_wtype_row_bytes(wt, cols)};
+        *w = (st_wmatrix){wt, rows, cols, d, st_wtype_row_bytes(wt, cols), NULL};
         return ST_OK;
     }
     float *d = st_lm_alloc(h->lm, (size_t)(rows * cols) * 4);
     if (!d) return st__fail(ST_ERR_NOMEM, "%s: out of memory", h->file);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) d[r * cols + c] = elem(&t, c * total_out + col0 + r);
-    *w = (st_wmatrix){ST_WT_F32, rows, cols, d, (size_t)cols * 4};
+    *w = (st_wmatrix){ST_WT_F32, rows, cols, d, (size_t)cols * 4, NULL};
     return ST_OK;
 }
 

@@ -28,6 +28,11 @@
  * then the final norm and the lm head only for the rows whose outputs are
  * asked for (the last row of a sequence, or all its rows for logits_all).
  *
+ * Weights: where the context's kernels read packed q8_0 (st_wmatrix_packs),
+ * the engine reads its own copies of the layers' and the head's matrix
+ * structs (e->w, in e->pk) whose q8_0 matrices carry a packed form in e->pk's
+ * slabs; everything else (norms, embeddings, config) comes from lm.
+ *
  * Memory: every scratch buffer is sized at creation for max_batch_tokens
  * rows; the lm-head gather buffers grow with the largest batch seen. A
  * steady-state decode loop allocates nothing here.
@@ -53,6 +58,10 @@ struct st_engine {
     st_pool *pool;
     int nth;
     const st_lm *lm;
+    /* the matrices read: lm's, or with packed q8_0 copies in pk's slabs
+     * (pk: a model holding only its layers' and head's matrix structs) */
+    const st_lm *w;
+    st_lm *pk;
     st_kv_cache *kv;
     int max_T;
     int64_t E, H, Hkv, D, qd, kvd, F, V, n_ctx;
@@ -76,6 +85,8 @@ struct st_engine {
 
 st_engine_params st_engine_default_params(void) {
     st_engine_params p = {.kv = st_kv_default_params(), .max_batch_tokens = 512};
+    const char *pack = getenv("STRATA_PACK"); /* "0": no packed copies (A/B, memory) */
+    p.no_pack = pack && strcmp(pack, "0") == 0;
     return p;
 }
 
@@ -85,6 +96,7 @@ const st_lm *st_engine_lm(const st_engine *e) { return e ? e->lm : NULL; }
 void st_engine_free(st_engine *e) {
     if (!e) return;
     st_kv_cache_free(e->kv);
+    st_lm_free(e->pk);
     float *bufs[] = {e->x, e->a, e->q, e->k, e->v, e->att, e->f1, e->f2,
                      e->rope_cos, e->rope_sin, e->scores, e->h_out, e->l_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) st_free(bufs[i]);
@@ -108,6 +120,19 @@ static float *alloc_f(int64_t rows, int64_t cols, bool *ok) {
     return p;
 }
 
+/* Packed copies of lm's q8_0 matrices that have none (strata/quant.h), in
+ * the slabs of a model of e's own that holds only matrix structs. */
+static st_status pack_weights(st_engine *e) {
+    const st_lm *lm = e->lm;
+    if (!st_lm_needs_pack(lm)) return ST_OK;
+    ST_TRY(st_lm_new_empty(&lm->cfg, &e->pk));
+    memcpy(e->pk->layers, lm->layers, (size_t)lm->cfg.n_layer * sizeof *lm->layers);
+    e->pk->lm_head = lm->lm_head;
+    ST_TRY(st_lm_pack(e->pk));
+    e->w = e->pk;
+    return ST_OK;
+}
+
 st_status st_engine_new(st_ctx *ctx, const st_lm *lm, const st_engine_params *p,
                         st_engine **out) {
     if (!ctx || !lm || !out) return st__fail(ST_ERR_INVALID_ARG, "st_engine_new: NULL argument");
@@ -125,6 +150,7 @@ st_status st_engine_new(st_ctx *ctx, const st_lm *lm, const st_engine_params *p,
     e->pool = st_backend_cpu_pool(e->be);
     e->nth = e->pool ? st_pool_size(e->pool) : 1;
     e->lm = lm;
+    e->w = lm;
     e->max_T = d.max_batch_tokens;
     e->E = c->n_embd;
     e->H = c->n_head;
@@ -136,6 +162,7 @@ st_status st_engine_new(st_ctx *ctx, const st_lm *lm, const st_engine_params *p,
     e->V = c->vocab_size;
     e->n_ctx = c->n_ctx;
     st_status s = st_kv_cache_new(lm, &d.kv, &e->kv);
+    if (!s && !d.no_pack && st_wmatrix_packs(ctx)) s = pack_weights(e);
     if (s) {
         st_engine_free(e);
         return s;
@@ -370,7 +397,7 @@ static st_status run_layers(st_engine *e, int64_t N) {
     const int64_t hpt = (e->H + runs - 1) / runs;
     runs = (e->H + hpt - 1) / hpt;
     for (int l = 0; l < lm->cfg.n_layer; l++) {
-        const st_lm_layer *L = &lm->layers[l];
+        const st_lm_layer *L = &e->w->layers[l];
         /* attention */
         ST_TRY(norm_rows(e, e->x, N, L->ln1_w, L->ln1_b, e->a));
         {
@@ -415,9 +442,9 @@ static st_status run_layers(st_engine *e, int64_t N) {
         }
         {
             /* next: the following layer's Q, K, V, or after the last the head */
-            const st_lm_layer *Ln = l + 1 < lm->cfg.n_layer ? &lm->layers[l + 1] : NULL;
+            const st_lm_layer *Ln = l + 1 < lm->cfg.n_layer ? &e->w->layers[l + 1] : NULL;
             const st_wmatrix *w[1] = {&L->w_down},
-                             *next[3] = {Ln ? &Ln->wq : &lm->lm_head, Ln ? &Ln->wk : NULL,
+                             *next[3] = {Ln ? &Ln->wq : &e->w->lm_head, Ln ? &Ln->wk : NULL,
                                          Ln ? &Ln->wv : NULL};
             float *y[1] = {e->a};
             ST_TRY(st_wmatrix_matmul_multi(e->ctx, 1, w, e->f1, N, y, Ln ? 3 : 1, next));
@@ -475,7 +502,7 @@ static st_status run_chunk(st_engine *e, st_engine_seq *seqs, const seg *segs, i
         st_engine_seq *q = &seqs[segs[i].seq];
         const float *h = e->a + segs[i].row0 * E;
         if (q->logits_all)
-            ST_TRY(mm(e, &e->lm->lm_head, h, segs[i].count, q->logits_all + segs[i].start * V));
+            ST_TRY(mm(e, &e->w->lm_head, h, segs[i].count, q->logits_all + segs[i].start * V));
         if (q->hidden_sum)
             for (int64_t t = 0; t < segs[i].count; t++)
                 for (int64_t c = 0; c < E; c++) q->hidden_sum[c] += h[t * E + c];
@@ -485,7 +512,7 @@ static st_status run_chunk(st_engine *e, st_engine_seq *seqs, const seg *segs, i
         for (int i = 0; i < n_segs; i++) {
             st_engine_seq *q = &seqs[segs[i].seq];
             if (q->logits && segs[i].start + segs[i].count == q->n_tokens)
-                ST_TRY(mm(e, &e->lm->lm_head, e->a + (segs[i].row0 + segs[i].count - 1) * E, 1,
+                ST_TRY(mm(e, &e->w->lm_head, e->a + (segs[i].row0 + segs[i].count - 1) * E, 1,
                           q->logits));
         }
     } else if (n_last > 1) {
@@ -508,7 +535,7 @@ static st_status run_chunk(st_engine *e, st_engine_seq *seqs, const seg *segs, i
             if (!first) first = q->logits;
             direct = q->logits == first + m++ * V;
         }
-        ST_TRY(mm(e, &e->lm->lm_head, e->h_out, n_last, direct ? first : e->l_out));
+        ST_TRY(mm(e, &e->w->lm_head, e->h_out, n_last, direct ? first : e->l_out));
         m = 0;
         for (int i = 0; i < n_segs && !direct; i++) {
             st_engine_seq *q = &seqs[segs[i].seq];

@@ -136,6 +136,40 @@ void *st_lm_alloc(st_lm *lm, size_t bytes) {
     return p;
 }
 
+/* Matrix i of the 7 * n_layer + 1 a decode step reads, in its order */
+static st_wmatrix *step_matrix(st_lm *lm, int64_t i) {
+    if (i == 7 * (int64_t)lm->cfg.n_layer) return &lm->lm_head;
+    st_lm_layer *L = &lm->layers[i / 7];
+    st_wmatrix *w[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return w[i % 7];
+}
+
+bool st_lm_needs_pack(const st_lm *lm) {
+    if (!lm || lm->cfg.n_layer < 0 || (lm->cfg.n_layer > 0 && !lm->layers)) return false;
+    for (int64_t i = 0; i <= 7 * (int64_t)lm->cfg.n_layer; i++) {
+        const st_wmatrix *m = step_matrix((st_lm *)lm, i);
+        if (!m->packed && st_wmatrix_packed_bytes(m) > 0) return true;
+    }
+    return false;
+}
+
+st_status st_lm_pack(st_lm *lm) {
+    if (!lm || lm->cfg.n_layer < 0 || (lm->cfg.n_layer > 0 && !lm->layers))
+        return st__fail(ST_ERR_INVALID_ARG, "st_lm_pack: bad model");
+    for (int64_t i = 0; i <= 7 * (int64_t)lm->cfg.n_layer; i++) {
+        st_wmatrix *m = step_matrix(lm, i);
+        const size_t bytes = m->packed ? 0 : st_wmatrix_packed_bytes(m);
+        if (!bytes) continue;
+        void *dst = st_lm_alloc(lm, bytes);
+        if (!dst)
+            return st__fail(ST_ERR_NOMEM,
+                            "st_lm_pack: no memory for %zu bytes of packed q8_0 weights", bytes);
+        ST_TRY(st_wmatrix_pack(m, dst));
+        m->packed = dst;
+    }
+    return ST_OK;
+}
+
 void st_lm_free(st_lm *lm) {
     if (!lm) return;
     for (int i = 0; i < lm->n_bufs; i++) st_free(lm->bufs[i]);

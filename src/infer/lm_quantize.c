@@ -32,7 +32,7 @@ static st_status conv(st_lm *dst, const st_wmatrix *src, st_wtype t, st_wmatrix 
         if (s == ST_OK) s = st_quantize_row(t, row, src->cols, data + (size_t)r * rb);
     }
     st_free(row);
-    *out = (st_wmatrix){t, src->rows, src->cols, data, rb};
+    *out = (st_wmatrix){t, src->rows, src->cols, data, rb, NULL};
     return s;
 }
 

@@ -11,8 +11,11 @@
  *    memory once per call whatever n is: decode (n = 1) streams the weights at
  *    memory bandwidth and a decode batch of n sequences pays the arithmetic,
  *    not n weight reads. Quantized weights meet x quantized to q8_0 first
- *    (quantize_q8, as llama.cpp does), x taken in chunks of MM_X_CHUNK rows.
- *    f16/bf16 weights use one converting dot per (row, x row).
+ *    (quantize_q8, as llama.cpp does), x taken in chunks of MM_X_CHUNK rows;
+ *    q8_0 matrices with a packed form (st_wmatrix_pack: 16 rows interleaved)
+ *    go to gemm_q8_0x16 where the level has it (packed_ready), the row-major
+ *    kernels otherwise. f16/bf16 weights use one converting dot per (row, x
+ *    row).
  *  - f32 weights, n >= F32_SGEMM_MIN_N: one cblas_sgemm, BLAS alone with the
  *    cores while the pool waits.
  *  - f16/bf16 weights, n >= QTILE_MIN_N (prefill): each pool thread
@@ -30,6 +33,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <math.h>
 #include <string.h>
@@ -179,6 +183,56 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out) {
                              w->cols, out);
 }
 
+/* ---- packed q8_0 (the layout: strata/quant.h) ------------------------------------- */
+
+size_t st_wmatrix_packed_bytes(const st_wmatrix *w) {
+    if (!w || !w->data || w->type != ST_WT_Q8_0 || w->rows <= 0 || w->cols <= 0 ||
+        w->row_bytes == 0 || w->row_bytes != st_wtype_row_bytes(w->type, w->cols))
+        return 0;
+    const size_t groups = (size_t)(w->rows + ST_CPU_Q8X16_ROWS - 1) / ST_CPU_Q8X16_ROWS;
+    const size_t gb = st__q8x16_group_bytes(w->cols / ST_QK);
+    size_t n;
+    return st_mul_overflow_size(groups, gb, &n) ? 0 : n;
+}
+
+st_status st_wmatrix_pack(const st_wmatrix *w, void *dst) {
+    const size_t bytes = st_wmatrix_packed_bytes(w);
+    if (!bytes || !dst || ((uintptr_t)dst & 63))
+        return st__fail(ST_ERR_INVALID_ARG,
+                        "st_wmatrix_pack: %s", !bytes ? "not a well-formed q8_0 matrix"
+                                               : "destination NULL or not 64-byte aligned");
+    const int64_t nb = w->cols / ST_QK, R = ST_CPU_Q8X16_ROWS;
+    uint8_t *out = dst;
+    memset(out, 0, bytes);
+    for (int64_t g = 0; g * R < w->rows; g++) {
+        uint8_t *gp = out + (size_t)g * st__q8x16_group_bytes(nb);
+        for (int64_t r = 0; r < R; r++) {
+            const int64_t row = g * R + r;
+            const st_block_q8_0 *src =
+                row < w->rows ? (const st_block_q8_0 *)((const char *)w->data +
+                                                        (size_t)row * w->row_bytes)
+                              : NULL;
+            for (int64_t b = 0; b < nb; b++) {
+                uint8_t *chunk = gp + (size_t)(b / 2) * ST_CPU_Q8X16_CHUNK;
+                const int second = (int)(b & 1);
+                uint16_t d = 0;
+                if (src) memcpy(&d, (const char *)&src[b] + offsetof(st_block_q8_0, d), 2);
+                memcpy(chunk + second * 32 + r * 2, &d, 2);
+                uint8_t *qs = chunk + 64 + second * 512;
+                for (int j = 0; j < ST_QK; j++) /* a padding row: weight 0, stored 128 */
+                    qs[(j / 4) * 64 + r * 4 + j % 4] =
+                        (uint8_t)((src ? (int)src[b].qs[j] : 0) + 128);
+            }
+        }
+    }
+    return ST_OK;
+}
+
+/* the kernels of ctx's level read packed weights now */
+static bool packed_ready(const st_cpu_qkernels *qk) {
+    return qk->gemm_q8_0x16 && (!qk->q8_0x16_ready || qk->q8_0x16_ready());
+}
+
 /* ---- per-thread scratch ----------------------------------------------------------- */
 
 /* The calling thread's scratch, at least `bytes` long, contents not kept;
@@ -255,6 +309,8 @@ typedef struct mm_job {
     const st_cpu_qkernels *qk;
     const int8_t *xqs;   /* small-n q8_0/q4_0: x quantized, n rows of cols int8 */
     const float *xd;     /* and n rows of cols/32 scales */
+    const int32_t *xs;   /* packed q8_0 weights: n rows of cols/32 block sums of xqs */
+    bool pk;             /* the kernels read packed weights (packed_ready) */
     float *tiles;        /* tile path: nth tiles of QTILE_ROWS * cols floats */
     int64_t row_align;   /* thread boundaries fall on multiples of this */
 } mm_job;
@@ -271,6 +327,17 @@ static void mm_split(const mm_job *j, int ith, int nth, int64_t *r0, int64_t *r1
 static void mm_rows(const mm_job *j, const st_wmatrix *w, float *y, int64_t r0, int64_t r1) {
     const int64_t K = w->cols, R = w->rows;
     if (r1 <= r0) return;
+    if (w->packed && j->pk && w->type == ST_WT_Q8_0) {
+        const int64_t nb = K / ST_QK;
+        const char *g0 = (const char *)w->packed +
+                         (size_t)(r0 / ST_CPU_Q8X16_ROWS) * st__q8x16_group_bytes(nb);
+        for (int64_t i0 = 0; i0 < j->n; i0 += MM_X_CHUNK) {
+            const int64_t nx = j->n - i0 < MM_X_CHUNK ? j->n - i0 : MM_X_CHUNK;
+            j->qk->gemm_q8_0x16(K, r1 - r0, g0, nx, j->xqs + i0 * K, j->xd + i0 * nb,
+                                j->xs + i0 * nb, y + i0 * R + r0, R);
+        }
+        return;
+    }
     const char *w0 = (const char *)w->data + (size_t)r0 * w->row_bytes;
     if (w->type == ST_WT_F32 || w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0) {
         for (int64_t i0 = 0; i0 < j->n; i0 += MM_X_CHUNK) {
@@ -360,10 +427,25 @@ static void share_prefetch(const mm_job *j, int i, int64_t r0, int64_t r1, void 
     if (!*first) return; /* the piece's first matrix only: the kernels start there */
     *first = false;
     const st_wmatrix *w = j->next[i];
-    const int64_t ng = (r1 - r0 + 3) / 4, rb = r0 + (ng + 1) / 2 * 4;
-    const char *base = (const char *)w->data;
-    const size_t end = (size_t)w->rows * w->row_bytes;
-    const size_t a = (size_t)r0 * w->row_bytes, b = (size_t)rb * w->row_bytes;
+    const char *base;
+    size_t end, a, b;
+    int64_t rb;
+    if (w->packed && j->pk && w->type == ST_WT_Q8_0) { /* halves of 16-row groups */
+        const size_t gb = st__q8x16_group_bytes(w->cols / ST_QK);
+        const int64_t R = ST_CPU_Q8X16_ROWS, g0 = r0 / R, ng = (r1 - r0 + R - 1) / R;
+        rb = r0 + (ng + 1) / 2 * R;
+        base = w->packed;
+        end = (size_t)((w->rows + R - 1) / R) * gb;
+        a = (size_t)g0 * gb;
+        b = (size_t)(g0 + (ng + 1) / 2) * gb;
+    } else { /* halves of 4-row groups */
+        const int64_t ng = (r1 - r0 + 3) / 4;
+        rb = r0 + (ng + 1) / 2 * 4;
+        base = w->data;
+        end = (size_t)w->rows * w->row_bytes;
+        a = (size_t)r0 * w->row_bytes;
+        b = (size_t)rb * w->row_bytes;
+    }
     prefetch_span(base + a, end - a < NEXT_PF_BYTES ? end - a : NEXT_PF_BYTES);
     if (rb < r1) prefetch_span(base + b, end - b < NEXT_PF_BYTES ? end - b : NEXT_PF_BYTES);
 }
@@ -419,16 +501,27 @@ static void mm_tile_fn(void *arg, int ith, int nth) {
 }
 
 /* x to q8_0 values for the integer kernels, in the calling thread's
- * scratch: n rows of cols int8, then n rows of cols/32 scales */
-static st_status quantize_x(mm_job *j, int64_t cols, const char *fn) {
-    const int64_t n = j->n;
+ * scratch: n rows of cols int8, n rows of cols/32 scales, and with sums
+ * (packed weights) n rows of cols/32 block sums of the int8 */
+static st_status quantize_x(mm_job *j, int64_t cols, bool sums, const char *fn) {
+    const int64_t n = j->n, nb = cols / ST_QK;
     const size_t qs_bytes = ((size_t)n * (size_t)cols + 63) / 64 * 64;
-    uint8_t *s = scratch_get(qs_bytes + (size_t)n * (size_t)(cols / ST_QK) * sizeof(float));
+    const size_t per = (size_t)n * (size_t)nb;
+    uint8_t *s = scratch_get(qs_bytes + per * (sizeof(float) + (sums ? sizeof(int32_t) : 0)));
     if (!s) return st__fail(ST_ERR_NOMEM, "%s: out of memory (q8_0 x)", fn);
     int8_t *xqs = (int8_t *)s;
     float *xd = (float *)(s + qs_bytes);
     for (int64_t i = 0; i < n; i++)
-        j->qk->quantize_q8(cols, j->x + i * cols, xqs + i * cols, xd + i * (cols / ST_QK));
+        j->qk->quantize_q8(cols, j->x + i * cols, xqs + i * cols, xd + i * nb);
+    if (sums) {
+        int32_t *xs = (int32_t *)(xd + per);
+        for (size_t b = 0; b < per; b++) {
+            int32_t t = 0;
+            for (int e = 0; e < ST_QK; e++) t += xqs[b * ST_QK + e];
+            xs[b] = t;
+        }
+        j->xs = xs;
+    }
     j->xqs = xqs;
     j->xd = xd;
     return ST_OK;
@@ -466,14 +559,17 @@ static st_status mm_small(st_pool *pool, const st_cpu_kernels *k, const st_cpu_q
                           int n_mats, const st_wmatrix *const *w, const float *x, int64_t n,
                           float *const *y, int n_next, const st_wmatrix *const *next,
                           const char *fn) {
-    mm_job j = {.x = x, .n = n, .k = k, .qk = qk, .row_align = 16, .n_w = n_mats};
+    /* 16-row units: the packed layout's groups */
+    mm_job j = {.x = x, .n = n, .k = k, .qk = qk, .row_align = ST_CPU_Q8X16_ROWS, .n_w = n_mats,
+                .pk = packed_ready(qk)};
     int64_t rows = 0;
-    bool quant = false;
+    bool quant = false, sums = false;
     for (int i = 0; i < n_mats; i++) {
         j.ws[i] = w[i];
         j.ys[i] = y[i];
         rows += w[i]->rows;
         quant = quant || w[i]->type == ST_WT_Q8_0 || w[i]->type == ST_WT_Q4_0;
+        sums = sums || (j.pk && w[i]->packed && w[i]->type == ST_WT_Q8_0);
     }
     if (n_next <= MM_MAX_MATS)
         for (int i = 0; i < n_next; i++) {
@@ -484,13 +580,21 @@ static st_status mm_small(st_pool *pool, const st_cpu_kernels *k, const st_cpu_q
             }
             j.next[j.n_next++] = q;
         }
-    if (quant) ST_TRY(quantize_x(&j, w[0]->cols, fn));
+    if (quant) ST_TRY(quantize_x(&j, w[0]->cols, sums, fn));
     atomic_init(&j.next_unit, 0);
     const int nth = pool ? st_pool_size(pool) : 1;
     if (pool && nth > 1 && rows >= (int64_t)nth * MM_MIN_ROWS_PER_THREAD)
         st_pool_run(pool, mm_multi_fn, &j);
     else mm_multi_fn(&j, 0, 1);
     return ST_OK;
+}
+
+bool st_wmatrix_packs(st_ctx *ctx) {
+    if (!ctx) return false;
+    const st_cpu_kernels *k;
+    const st_cpu_qkernels *qk;
+    (void)mm_setup(ctx, &k, &qk);
+    return packed_ready(qk);
 }
 
 st_status st_wmatrix_matmul(st_ctx *ctx, const st_wmatrix *w, const float *x, int64_t n,
