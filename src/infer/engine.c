@@ -308,6 +308,25 @@ typedef struct att_job {
     atomic_llong next;
 } att_job;
 
+/* A task's cached K and V rows come from memory: a decode step streams the
+ * weights (far more bytes than the cache holds) between one layer's
+ * attention and the next. The kernels walk them key by key, one miss after
+ * another; asking for all of them first (up to ATT_PF_KEYS keys) lets the
+ * misses overlap. On the 2-core VM, stories110M-shaped q8_0 decode around
+ * position 32: attention 196 -> 164 us a token (medians of 5 runs). */
+#define ATT_PF_KEYS 256
+
+static void prefetch_kv(const st__att_args *a, int64_t span) {
+    const int64_t n = a->n_keys < ATT_PF_KEYS ? a->n_keys : ATT_PF_KEYS;
+    for (int64_t s = 0; s < n; s++) {
+        const int64_t off = (int64_t)a->blocks[s / a->bt] * a->bt * a->row + (s % a->bt) * a->row;
+        for (int64_t i = 0; i < span; i += 16) {
+            __builtin_prefetch(a->k + off + i, 0, 3);
+            __builtin_prefetch(a->v + off + i, 0, 3);
+        }
+    }
+}
+
 static void att_worker(void *arg, int ith, int nth) {
     (void)nth;
     att_job *j = arg;
@@ -333,6 +352,8 @@ static void att_worker(void *arg, int ith, int nth) {
         a.v = v0 + (h0 / group) * D;
         a.blocks = e->row_seq[r]->blocks;
         a.out = e->att + r * e->qd + h0 * D;
+        /* floats of each row the task's heads read */
+        prefetch_kv(&a, ((h0 + a.n_heads - 1) / group - h0 / group) * D + D);
         e->att_fn(&a);
     }
 }
