@@ -4,9 +4,12 @@
  * is ST_SIMD_AVX512). Rows of any length use masked loads for the tail, so
  * there is no scalar loop. Stateless; any thread.
  *
- * Attention: scores key by key, each key's row read once for all the run's
- * heads (front to back, so the prefetchers stream it; the next block is
- * prefetched by hand, blocks being scattered); per head max, exp and its
+ * Attention: scores four keys at a time, each key's row read once for all
+ * the run's heads (front to back, so the prefetchers stream it; the next
+ * block is prefetched by hand, blocks being scattered), the four dot chains
+ * side by side and folded into four sums at once (kernels_reduce.h: per key
+ * a full 16-lane reduction cost more than the dot; one run of 2 heads over
+ * 48 cached keys 0.96 -> 0.75 us from cache); per head max, exp and its
  * sum sixteen scores at a time; out = sum_s p_s V_s block by block, each
  * head's output in up to four registers while the block's rows pass (in L1
  * after the first head), scaled by 1/sum after the last block.
@@ -15,6 +18,7 @@
 #include <math.h>
 
 #include "infer/infer_kernels.h"
+#include "backend/cpu/kernels_reduce.h"
 
 #include <stdint.h>
 
@@ -66,7 +70,27 @@ void st__att_avx512(const st__att_args *a) {
             const int64_t m2 = n - s0 - bt < bt ? n - s0 - bt : bt;
             prefetch_block(a->k + (int64_t)a->blocks[s0 / bt + 1] * bstride, m2, row, span);
         }
-        for (int64_t s = 0; s < m; s++) {
+        int64_t s = 0;
+        /* four keys at a time: four independent dot chains, one folded sum */
+        for (; s + 4 <= m; s += 4) {
+            const float *kr = kb + s * row;
+            for (int64_t j = 0; j < H; j++) {
+                const float *qj = a->q + j * D, *kj = kr + kvo[j];
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int64_t c = 0; c < nv; c++) {
+                    const __mmask16 mk = c == nv - 1 ? tail : (__mmask16)0xFFFF;
+                    const __m512 qv = _mm512_maskz_loadu_ps(mk, qj + 16 * c);
+                    const float *kc = kj + 16 * c;
+                    a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, kc), a0);
+                    a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, kc + row), a1);
+                    a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, kc + 2 * row), a2);
+                    a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mk, kc + 3 * row), a3);
+                }
+                _mm_storeu_ps(a->scores + j * n + s0 + s,
+                              _mm_mul_ps(st__reduce4_avx512(a0, a1, a2, a3), _mm_set1_ps(scale)));
+            }
+        }
+        for (; s < m; s++) {
             const float *kr = kb + s * row;
             for (int64_t j = 0; j < H; j++) {
                 const float *qj = a->q + j * D, *kj = kr + kvo[j];

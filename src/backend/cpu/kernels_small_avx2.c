@@ -18,6 +18,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/kernels_gemv.h"
+#include "backend/cpu/kernels_reduce.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -29,11 +30,7 @@
  * 16 KiB. Past a row's end it fetches the rows that come next. */
 #define PF_BYTES 8192
 
-/* [sum a, sum b, sum c, sum d] */
-ALWAYS_INLINE __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
+#define reduce4 st__reduce4_avx2
 
 ALWAYS_INLINE void store_rows(float *y, __m128 v, int nrow) {
     if (nrow >= 4) {

@@ -30,6 +30,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/kernels_gemv.h"
+#include "backend/cpu/kernels_reduce.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -41,20 +42,7 @@
  * 16 KiB. Past a row's end it fetches the rows that come next. */
 #define PF_BYTES 8192
 
-/* [sum a, sum b, sum c, sum d] */
-ALWAYS_INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab =
-        _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
-    const __m512 cd =
-        _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
-    /* t = [a', b', c', d'] as four 128-bit quarters, each 4 partial sums */
-    const __m512 t =
-        _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
-    const __m256 lo = _mm512_castps512_ps256(t), hi = _mm512_extractf32x8_ps(t, 1);
-    __m256 h = _mm256_hadd_ps(lo, hi); /* [a01 a23 c01 c23 | b01 b23 d01 d23] */
-    h = _mm256_hadd_ps(h, h);          /* [a c a c | b d b d] */
-    return _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
+#define reduce4 st__reduce4_avx512
 
 ALWAYS_INLINE void store_rows(float *y, __m128 v, int nrow) {
     if (nrow >= 4)
