@@ -276,12 +276,12 @@ static st_status run_batch(st_ctx *ctx, const char *name, const st_lm *lm, const
 
 int bench_decode_main(int argc, char **argv) {
     long reps = 3, threads = 0;
-    bool json = false, no_q8 = false, batch_only = false, no_batch = false;
+    bool json = false, no_q8 = false, batch_only = false, no_batch = false, with_q4 = false;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            printf("usage: strata bench decode [--reps N] [--threads N] [--no-q8] [--batch-only]\n"
-                   "                           [--no-batch] [--json]\n\n"
+            printf("usage: strata bench decode [--reps N] [--threads N] [--no-q8] [--q4]\n"
+                   "                           [--batch-only] [--no-batch] [--json]\n\n"
                    "Prefill and batch-1 decode tokens/s of random llama models shaped like\n"
                    "stories15M and stories110M (f32 and q8_0), against the sgemm peak and\n"
                    "the memory-bandwidth bound (weight bytes per token / copy GB/s), both\n"
@@ -295,15 +295,17 @@ int bench_decode_main(int argc, char **argv) {
                    "  --reps N       repetitions per figure (default 3)\n"
                    "  --threads N    pool threads (default: STRATA_THREADS, else all cores)\n"
                    "  --no-q8        f32 models only\n"
+                   "  --q4           q4_0 models too (decode table)\n"
                    "  --batch-only   only the batch-rows table\n"
                    "  --no-batch     skip the batch-rows table\n"
                    "  --json         JSON Lines (batch rows carry \"bench\": \"batch_rows\")\n\n"
-                   "q8_0 models run packed where the CPU has AVX-512 VNNI (the engine's\n"
+                   "q8_0 / q4_0 models run packed where the CPU has AVX-512 VNNI (the engine's\n"
                    "default); STRATA_PACK=0 measures the row-major kernels instead.\n");
             return 0;
         }
         if (!strcmp(k, "--json")) json = true;
         else if (!strcmp(k, "--no-q8")) no_q8 = true;
+        else if (!strcmp(k, "--q4")) with_q4 = true;
         else if (!strcmp(k, "--batch-only")) batch_only = true;
         else if (!strcmp(k, "--no-batch")) no_batch = true;
         else if (!strcmp(k, "--reps") && v && cli_parse_long(v, &reps) && reps >= 1 && reps <= 16) i++;
@@ -342,10 +344,11 @@ int bench_decode_main(int argc, char **argv) {
             rc = cli_fail("bench decode", s);
             break;
         }
-        for (int q = 0; q < (no_q8 ? 1 : 2) && !rc; q++) {
+        /* q: 0 f32, 1 q8_0, 2 q4_0 (--q4) */
+        for (int q = 0; q < (no_q8 ? 1 : with_q4 ? 3 : 2) && !rc; q++) {
             st_lm *lm = f32, *q8 = NULL;
             if (q) {
-                s = st_lm_quantize(f32, ST_WT_Q8_0, &q8);
+                s = st_lm_quantize(f32, q == 2 ? ST_WT_Q4_0 : ST_WT_Q8_0, &q8);
                 if (s) {
                     rc = cli_fail("bench decode", s);
                     break;
@@ -367,7 +370,7 @@ int bench_decode_main(int argc, char **argv) {
             double bytes = (double)st_lm_weight_bytes(lm);
             double gflops = r.prefill_tps * 2.0 * elems / 1e9;
             double bound = r.copy_gbs * 1e9 / bytes;
-            const char *tn = q ? "q8_0" : "f32";
+            const char *tn = q == 2 ? "q4_0" : q ? "q8_0" : "f32";
             if (json) {
                 json_t *j = json_pack("{s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model",
                                       k_shapes[m].name, "type", tn, "weight_mb", bytes / 1e6,

@@ -596,16 +596,17 @@ static void test_llama2c_generate(void **state) {
     st_lm_free(x);
 }
 
-/* Packed q8_0 weights: stories260K quantized to q8_0 decodes through an
+/* Packed q8_0 / q4_0 weights: stories260K quantized to each decodes through an
  * engine with packed copies (where the kernels read them) and one without
- * (no_pack) to logits within 1e-4 of each other (only the order of the
- * f32 sums over blocks differs) and the same greedy text; st_lm_pack
- * packs every step matrix of a model once. */
-static void test_engine_packed(void **state) {
-    (void)state;
+ * (no_pack) to logits within 1e-4 (q8_0; q4_0 1e-2) of each other (only the
+ * order of the f32 sums over blocks differs, then the activations' own
+ * rounding) and the same greedy text (q4_0: its first 100 bytes; the
+ * rest parts at a near tie); st_lm_pack packs every step matrix of a model
+ * once. */
+static void engine_packed(st_wtype t) {
     st_lm *f32 = NULL, *q8 = NULL;
     OK(st_lm_load(g_ctx, STORIES, TOK512, &f32));
-    OK(st_lm_quantize(f32, ST_WT_Q8_0, &q8));
+    OK(st_lm_quantize(f32, t, &q8));
     assert_false(st_lm_needs_pack(f32));
     assert_true(st_lm_needs_pack(q8));
     const int64_t V = q8->cfg.vocab_size;
@@ -637,11 +638,16 @@ static void test_engine_packed(void **state) {
         st_free(p);
         st_engine_free(e);
     }
-    assert_true(rel_err(lg[0], lg[1], 24 * V) <= 1e-4);
+    /* q4_0's coarser weights move activations across the rounding steps of
+     * their per-block q8_0 quantization more often: 3e-3 seen */
+    assert_true(rel_err(lg[0], lg[1], 24 * V) <= (t == ST_WT_Q8_0 ? 1e-4 : 1e-2));
     /* and the packed path did run: its sums are ordered differently */
     if (st_wmatrix_packs(g_ctx))
         assert_true(memcmp(lg[0], lg[1], (size_t)(24 * V) * sizeof(float)) != 0);
-    assert_string_equal(text[0], text[1]);
+    if (t == ST_WT_Q8_0)
+        assert_string_equal(text[0], text[1]);
+    else /* 60 greedy tokens: the q4_0 pair parts at a near tie after ~130 bytes */
+        assert_int_equal(strncmp(text[0], text[1], 100), 0);
     /* packing the model itself: every q8_0 step matrix once */
     OK(st_lm_pack(q8));
     assert_false(st_lm_needs_pack(q8));
@@ -655,6 +661,12 @@ static void test_engine_packed(void **state) {
     free(lg[1]);
     st_lm_free(q8);
     st_lm_free(f32);
+}
+
+static void test_engine_packed(void **state) {
+    (void)state;
+    engine_packed(ST_WT_Q8_0);
+    engine_packed(ST_WT_Q4_0);
 }
 
 /* A zero-layer-weight llama whose greedy output cycles through the byte-fallback tokens of

@@ -21,7 +21,7 @@
  *    and past the small-n regime, unequal cols (one by one), with and
  *    without a next-product hint (malformed hints are ignored); bad
  *    arguments are refused.
- * 7. Packed q8_0 weights (st_wmatrix_pack): where the kernels read them,
+ * 7. Packed q8_0 and q4_0 weights (st_wmatrix_pack): where the kernels read them,
  *    every output equals, bit for bit, a scalar model of the packed sum
  *    (blocks in order, fmaf(integer dot, d_w * d_x, sum), x quantized by
  *    st_quantize_row), for row counts around the 16-row groups, odd and
@@ -494,13 +494,24 @@ static void packed_model(const st_wmatrix *w, const float *x, int64_t n, float *
     for (int64_t i = 0; i < n; i++) {
         assert_int_equal(st_quantize_row(ST_WT_Q8_0, x + i * w->cols, w->cols, xb), ST_OK);
         for (int64_t r = 0; r < w->rows; r++) {
-            const st_block_q8_0 *wb =
-                (const st_block_q8_0 *)((const char *)w->data + (size_t)r * w->row_bytes);
+            const char *row = (const char *)w->data + (size_t)r * w->row_bytes;
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
                 int32_t dot = 0;
-                for (int e = 0; e < ST_QK; e++) dot += (int32_t)wb[b].qs[e] * xb[b].qs[e];
-                acc = fmaf((float)dot, f16f(wb[b].d) * f16f(xb[b].d), acc);
+                uint16_t d;
+                if (w->type == ST_WT_Q8_0) {
+                    const st_block_q8_0 *wb = (const st_block_q8_0 *)row + b;
+                    for (int e = 0; e < ST_QK; e++) dot += (int32_t)wb->qs[e] * xb[b].qs[e];
+                    d = wb->d;
+                } else {
+                    const st_block_q4_0 *wb = (const st_block_q4_0 *)row + b;
+                    for (int e = 0; e < ST_QK / 2; e++) {
+                        dot += ((wb->qs[e] & 15) - 8) * xb[b].qs[e];
+                        dot += ((wb->qs[e] >> 4) - 8) * xb[b].qs[e + ST_QK / 2];
+                    }
+                    d = wb->d;
+                }
+                acc = fmaf((float)dot, f16f(d) * f16f(xb[b].d), acc);
             }
             y[i * w->rows + r] = acc;
         }
@@ -508,20 +519,25 @@ static void packed_model(const st_wmatrix *w, const float *x, int64_t n, float *
     free(xb);
 }
 
-/* a q8_0 matrix with its packed form; some weights -128, some scales 0 */
-static void make_packed(st_wmatrix *w, int64_t rows, int64_t cols) {
-    const size_t rb = st_wtype_row_bytes(ST_WT_Q8_0, cols);
+/* a q8_0 or q4_0 matrix with its packed form; some q8_0 weights -128,
+ * some scales 0 */
+static void make_packed(st_wmatrix *w, st_wtype t, int64_t rows, int64_t cols) {
+    const size_t rb = st_wtype_row_bytes(t, cols);
     uint8_t *d = malloc(rb * (size_t)rows);
     float *wf = malloc((size_t)cols * 4);
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++) wf[c] = frand();
-        assert_int_equal(st_quantize_row(ST_WT_Q8_0, wf, cols, d + r * rb), ST_OK);
-        st_block_q8_0 *b = (st_block_q8_0 *)(d + r * rb);
-        if (r % 5 == 1) b[0].qs[(r * 7) % ST_QK] = -128; /* outside the quantizer's range */
-        if (r % 11 == 3) b[(cols / ST_QK) - 1].d = 0;
+        assert_int_equal(st_quantize_row(t, wf, cols, d + r * rb), ST_OK);
+        if (t == ST_WT_Q8_0) {
+            st_block_q8_0 *b = (st_block_q8_0 *)(d + r * rb);
+            if (r % 5 == 1) b[0].qs[(r * 7) % ST_QK] = -128; /* outside the quantizer's range */
+            if (r % 11 == 3) b[(cols / ST_QK) - 1].d = 0;
+        } else if (r % 11 == 3) {
+            ((st_block_q4_0 *)(d + r * rb))[(cols / ST_QK) - 1].d = 0;
+        }
     }
     free(wf);
-    *w = (st_wmatrix){ST_WT_Q8_0, rows, cols, d, rb, NULL};
+    *w = (st_wmatrix){t, rows, cols, d, rb, NULL};
     const size_t pb = st_wmatrix_packed_bytes(w);
     assert_true(pb >= rb * (size_t)rows);
     void *p = NULL;
@@ -548,10 +564,12 @@ static void test_packed_exact(void **state) {
     const int64_t rows[] = {1, 15, 16, 17, 40, 100, 257};
     const int64_t cols[] = {32, 64, 96, 288};
     const int64_t ns[] = {1, 2, 3, 4, 5, 9, 70};
+    for (int q = 0; q < 2; q++)
     for (size_t a = 0; a < sizeof rows / sizeof rows[0]; a++)
         for (size_t b = 0; b < sizeof cols / sizeof cols[0]; b++) {
+            const st_wtype t = q ? ST_WT_Q4_0 : ST_WT_Q8_0;
             st_wmatrix w;
-            make_packed(&w, rows[a], cols[b]);
+            make_packed(&w, t, rows[a], cols[b]);
             for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
                 const int64_t n = ns[c], R = rows[a], K = cols[b];
                 float *x = malloc((size_t)(n * K) * 4), *y = malloc((size_t)(n * R) * 4),
@@ -561,8 +579,9 @@ static void test_packed_exact(void **state) {
                 assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
                 for (int64_t i = 0; i < n * R; i++)
                     if (memcmp(&y[i], &ref[i], 4))
-                        fail_msg("packed %lld x %lld, n %lld: y[%lld][%lld] = %.9g, model %.9g",
-                                 (long long)R, (long long)K, (long long)n, (long long)(i / R),
+                        fail_msg("packed %s %lld x %lld, n %lld: y[%lld][%lld] = %.9g, model %.9g",
+                                 st_wtype_name(t), (long long)R, (long long)K, (long long)n,
+                                 (long long)(i / R),
                                  (long long)(i % R), y[i], ref[i]);
                 for (int64_t i = 0; i < n; i++) { /* one row at a time: the same bits */
                     assert_int_equal(st_wmatrix_matmul(ctx, &w, x + i * K, 1, y1), ST_OK);
@@ -575,11 +594,11 @@ static void test_packed_exact(void **state) {
             }
             free_packed(&w);
         }
-    /* several packed matrices in one pool run, with a packed next hint */
+    /* several packed matrices (both types) in one pool run, with a packed next hint */
     st_wmatrix m[3];
-    make_packed(&m[0], 96, 288);
-    make_packed(&m[1], 37, 288);
-    make_packed(&m[2], 768, 288);
+    make_packed(&m[0], ST_WT_Q8_0, 96, 288);
+    make_packed(&m[1], ST_WT_Q4_0, 37, 288);
+    make_packed(&m[2], ST_WT_Q8_0, 768, 288);
     const st_wmatrix *mp[3] = {&m[0], &m[1], &m[2]}, *next[1] = {&m[2]};
     for (int64_t n = 1; n <= 5; n += 4) {
         float *x = malloc((size_t)(n * 288) * 4), *y[3], *ref;
@@ -605,8 +624,9 @@ static void test_packed_ignored(void **state) {
     (void)state;
     st_hw_info info;
     assert_int_equal(st_hw_query(&info), ST_OK);
+    for (int q = 0; q < 2; q++) {
     st_wmatrix w;
-    make_packed(&w, 40, 96);
+    make_packed(&w, q ? ST_WT_Q4_0 : ST_WT_Q8_0, 40, 96);
     st_wmatrix plain = w;
     plain.packed = NULL;
     float x[3 * 96], y[3 * 40], ref[3 * 40];
@@ -633,6 +653,7 @@ static void test_packed_ignored(void **state) {
         st_ctx_free(ctx);
     }
     free_packed(&w);
+    }
 }
 
 static void test_packed_args(void **state) {
@@ -644,7 +665,7 @@ static void test_packed_args(void **state) {
     /* one group of 16 rows, one lone block: 576 bytes */
     assert_int_equal(st_wmatrix_packed_bytes(&q), 576);
     assert_int_equal(st_wmatrix_packed_bytes(&f), 0);
-    assert_int_equal(st_wmatrix_packed_bytes(&q4), 0);
+    assert_int_equal(st_wmatrix_packed_bytes(&q4), 320); /* 64 of scales, 256 of nibbles */
     assert_int_equal(st_wmatrix_packed_bytes(&badrb), 0);
     assert_int_equal(st_wmatrix_packed_bytes(NULL), 0);
     void *p = NULL;
@@ -656,6 +677,13 @@ static void test_packed_args(void **state) {
     assert_int_equal(st_wmatrix_pack(&q, p), ST_OK);
     /* the layout by hand: zero weights are stored 128, padding rows too */
     for (int i = 64; i < 576; i++) assert_int_equal(((uint8_t *)p)[i], 128);
+    /* q4_0: byte t of row r's qs at 64 * (t / 4) + 4 r + t % 4; padding 0x88 */
+    uint8_t b4[2 * 18] = {0};
+    for (int t = 0; t < 16; t++) b4[2 + t] = (uint8_t)(t + 1);
+    const st_wmatrix q4b = {ST_WT_Q4_0, 1, 32, b4, 18, NULL};
+    assert_int_equal(st_wmatrix_pack(&q4b, p), ST_OK);
+    for (int t = 0; t < 16; t++) assert_int_equal(((uint8_t *)p)[64 + 64 * (t / 4) + t % 4], t + 1);
+    assert_int_equal(((uint8_t *)p)[64 + 4], 0x88);
     free(p);
     assert_false(st_wmatrix_packs(NULL));
 }

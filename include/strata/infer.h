@@ -85,14 +85,14 @@ st_status st_lm_new_empty(const st_model_config *cfg, st_lm **out);
 void *st_lm_alloc(st_lm *lm, size_t bytes);
 /* Frees the storage, the mapping, the tokenizer and the struct. NULL: no-op. */
 void st_lm_free(st_lm *lm);
-/* Gives every q8_0 matrix of the layers and the head that has none a packed
+/* Gives every q8_0 / q4_0 matrix of the layers and the head that has none a packed
  * form (st_wmatrix_pack) in lm's own storage: as many bytes again as those
  * matrices. The row-major bytes stay (embedding rows, other kernels). An
  * engine packs on its own (st_engine_params.no_pack); this is for callers
  * of st_wmatrix_matmul on lm's matrices. Errors: ST_ERR_NOMEM,
  * ST_ERR_INVALID_ARG. */
 st_status st_lm_pack(st_lm *lm);
-/* Whether some q8_0 matrix of the layers or the head has no packed form. */
+/* Whether some q8_0 / q4_0 matrix of the layers or the head has no packed form. */
 bool st_lm_needs_pack(const st_lm *lm);
 /* Checks every matrix and array against cfg (present, shapes, row_bytes,
  * types). source names the file in messages. Errors: ST_ERR_FORMAT. */
@@ -177,10 +177,10 @@ typedef struct st_engine st_engine;
 typedef struct st_engine_params {
     st_kv_params kv;
     int max_batch_tokens; /* tokens per forward call (prefill is chunked to it); default 512 */
-    /* true: read q8_0 weights row-major as stored. Default false: where the
+    /* true: read q8_0 / q4_0 weights row-major as stored. Default false: where the
      * context's kernels read packed weights (st_wmatrix_packs), the engine
-     * keeps a packed copy of every q8_0 matrix (as many bytes again as
-     * the model's q8_0 weights) and decodes 1.5-3x faster (docs/L6).
+     * keeps a packed copy of every q8_0 / q4_0 matrix (as many bytes again
+     * as those weights) and decodes 1.1-2x faster (docs/L6).
      * st_engine_default_params sets it when STRATA_PACK=0. */
     bool no_pack;
 } st_engine_params;

@@ -117,19 +117,24 @@ st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *con
                                   const float *x, int64_t n, float *const *y, int n_next,
                                   const st_wmatrix *const *next);
 
-/* Packed q8_0 weights. A decode product of row-major q8_0 weights spends
- * more vector operations per byte than memory takes to deliver it (two
- * blocks of a row per 512-bit vector: assemble them, convert and broadcast
- * two scales, dot, reduce the row at its end). The packed layout
- * interleaves 16 rows so that one 64-byte load holds 4 consecutive weights
- * of each of the 16 rows, one vpdpbusd against 4 broadcast input bytes
- * advances all 16 rows' sums, and the 16 lanes are the 16 outputs:
+/* Packed q8_0 and q4_0 weights. A decode product of row-major quantized
+ * weights spends more vector operations per byte than memory takes to
+ * deliver it (two blocks of a row per 512-bit vector: assemble them,
+ * convert and broadcast two scales, dot, reduce the row at its end). The
+ * packed layouts interleave 16 rows so that one 64-byte load holds 4
+ * consecutive weights of each of the 16 rows (q4_0: twice 4, in the two
+ * nibbles), one vpdpbusd against 4 broadcast input bytes advances all 16
+ * rows' sums, and the 16 lanes are the 16 outputs:
  *
  *   groups of 16 rows (the last padded with zero rows), each
  *   ceil(nb / 2) chunks for blocks 2c, 2c + 1 (nb = cols / 32 blocks):
- *     uint16 d[2][16]            the 16 rows' f16 scales of each block
- *     uint8  qs[2][8][16][4]     qs[b][j][r][t] = w[r][32 b + 4 j + t] + 128
- *   1088 bytes (a lone last block: 576), 64-byte aligned throughout.
+ *     uint16 d[2][16]              the 16 rows' f16 scales of each block
+ *     q8_0: uint8 qs[2][8][16][4]  qs[b][j][r][t] = w[r][32 b + 4 j + t] + 128
+ *     q4_0: uint8 qs[2][4][16][4]  qs[b][j][r][t] = byte 4 j + t of row r's
+ *                                  block b as stored (low nibble: weight
+ *                                  4 j + t, high: 16 + 4 j + t; each + 8)
+ *   q8_0 1088 bytes (a lone last block: 576), q4_0 576 (320), 64-byte
+ *   aligned throughout.
  *
  * It takes as many bytes as the row-major form, plus the padding. The
  * products use it where the CPU kernels of the context's SIMD level read it
@@ -138,8 +143,8 @@ st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *con
  * same bits for every n below the sgemm regime, and the row-major data
  * stays in use for everything else (other levels, embedding rows). */
 
-/* Bytes of w's packed form; 0 when w is not a q8_0 matrix (the only type
- * packed today) or malformed. */
+/* Bytes of w's packed form; 0 when w is not a q8_0 or q4_0 matrix (the
+ * types packed) or malformed. */
 size_t st_wmatrix_packed_bytes(const st_wmatrix *w);
 /* Writes w's packed form to dst (st_wmatrix_packed_bytes(w) bytes, 64-byte
  * aligned); the caller then sets w->packed = dst on its copy of the

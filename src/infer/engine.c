@@ -28,10 +28,11 @@
  * then the final norm and the lm head only for the rows whose outputs are
  * asked for (the last row of a sequence, or all its rows for logits_all).
  *
- * Weights: where the context's kernels read packed q8_0 (st_wmatrix_packs),
- * the engine reads its own copies of the layers' and the head's matrix
- * structs (e->w, in e->pk) whose q8_0 matrices carry a packed form in e->pk's
- * slabs; everything else (norms, embeddings, config) comes from lm.
+ * Weights: where the context's kernels read packed weights
+ * (st_wmatrix_packs), the engine reads its own copies of the layers' and the
+ * head's matrix structs (e->w, in e->pk) whose q8_0 / q4_0 matrices carry a
+ * packed form in e->pk's slabs; everything else (norms, embeddings, config)
+ * comes from lm.
  *
  * Memory: every scratch buffer is sized at creation for max_batch_tokens
  * rows; the lm-head gather buffers grow with the largest batch seen. A
@@ -120,7 +121,7 @@ static float *alloc_f(int64_t rows, int64_t cols, bool *ok) {
     return p;
 }
 
-/* Packed copies of lm's q8_0 matrices that have none (strata/quant.h), in
+/* Packed copies of lm's q8_0 / q4_0 matrices that have none (strata/quant.h), in
  * the slabs of a model of e's own that holds only matrix structs. */
 static st_status pack_weights(st_engine *e) {
     const st_lm *lm = e->lm;

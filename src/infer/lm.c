@@ -163,7 +163,7 @@ st_status st_lm_pack(st_lm *lm) {
         void *dst = st_lm_alloc(lm, bytes);
         if (!dst)
             return st__fail(ST_ERR_NOMEM,
-                            "st_lm_pack: no memory for %zu bytes of packed q8_0 weights", bytes);
+                            "st_lm_pack: no memory for %zu bytes of packed weights", bytes);
         ST_TRY(st_wmatrix_pack(m, dst));
         m->packed = dst;
     }

@@ -12,10 +12,10 @@
  *    memory bandwidth and a decode batch of n sequences pays the arithmetic,
  *    not n weight reads. Quantized weights meet x quantized to q8_0 first
  *    (quantize_q8, as llama.cpp does), x taken in chunks of MM_X_CHUNK rows;
- *    q8_0 matrices with a packed form (st_wmatrix_pack: 16 rows interleaved)
- *    go to gemm_q8_0x16 where the level has it (packed_ready), the row-major
- *    kernels otherwise. f16/bf16 weights use one converting dot per (row, x
- *    row).
+ *    q8_0 / q4_0 matrices with a packed form (st_wmatrix_pack: 16 rows
+ *    interleaved) go to gemm_q8_0x16 / gemm_q4_0x16 where the level has them
+ *    (packed_ready), the row-major kernels otherwise. f16/bf16 weights use
+ *    one converting dot per (row, x row).
  *  - f32 weights, n >= F32_SGEMM_MIN_N: one cblas_sgemm, BLAS alone with the
  *    cores while the pool waits.
  *  - f16/bf16 weights, n >= QTILE_MIN_N (prefill): each pool thread
@@ -183,14 +183,15 @@ st_status st_wmatrix_get_row(const st_wmatrix *w, int64_t row, float *out) {
                              w->cols, out);
 }
 
-/* ---- packed q8_0 (the layout: strata/quant.h) ------------------------------------- */
+/* ---- packed q8_0 / q4_0 (the layouts: strata/quant.h) ------------------------------ */
 
 size_t st_wmatrix_packed_bytes(const st_wmatrix *w) {
-    if (!w || !w->data || w->type != ST_WT_Q8_0 || w->rows <= 0 || w->cols <= 0 ||
-        w->row_bytes == 0 || w->row_bytes != st_wtype_row_bytes(w->type, w->cols))
+    if (!w || !w->data || (w->type != ST_WT_Q8_0 && w->type != ST_WT_Q4_0) || w->rows <= 0 ||
+        w->cols <= 0 || w->row_bytes == 0 ||
+        w->row_bytes != st_wtype_row_bytes(w->type, w->cols))
         return 0;
-    const size_t groups = (size_t)(w->rows + ST_CPU_Q8X16_ROWS - 1) / ST_CPU_Q8X16_ROWS;
-    const size_t gb = st__q8x16_group_bytes(w->cols / ST_QK);
+    const size_t groups = (size_t)(w->rows + ST_CPU_X16_ROWS - 1) / ST_CPU_X16_ROWS;
+    const size_t gb = st__x16_group_bytes(w->type == ST_WT_Q4_0, w->cols / ST_QK);
     size_t n;
     return st_mul_overflow_size(groups, gb, &n) ? 0 : n;
 }
@@ -198,30 +199,33 @@ size_t st_wmatrix_packed_bytes(const st_wmatrix *w) {
 st_status st_wmatrix_pack(const st_wmatrix *w, void *dst) {
     const size_t bytes = st_wmatrix_packed_bytes(w);
     if (!bytes || !dst || ((uintptr_t)dst & 63))
-        return st__fail(ST_ERR_INVALID_ARG,
-                        "st_wmatrix_pack: %s", !bytes ? "not a well-formed q8_0 matrix"
-                                               : "destination NULL or not 64-byte aligned");
-    const int64_t nb = w->cols / ST_QK, R = ST_CPU_Q8X16_ROWS;
+        return st__fail(ST_ERR_INVALID_ARG, "st_wmatrix_pack: %s",
+                        !bytes ? "not a well-formed q8_0 or q4_0 matrix"
+                               : "destination NULL or not 64-byte aligned");
+    const int q4 = w->type == ST_WT_Q4_0;
+    const int64_t nb = w->cols / ST_QK, R = ST_CPU_X16_ROWS;
+    const size_t bb = q4 ? sizeof(st_block_q4_0) : sizeof(st_block_q8_0);
+    const size_t wb = st__x16_block_bytes(q4);
     uint8_t *out = dst;
     memset(out, 0, bytes);
     for (int64_t g = 0; g * R < w->rows; g++) {
-        uint8_t *gp = out + (size_t)g * st__q8x16_group_bytes(nb);
+        uint8_t *gp = out + (size_t)g * st__x16_group_bytes(q4, nb);
         for (int64_t r = 0; r < R; r++) {
             const int64_t row = g * R + r;
-            const st_block_q8_0 *src =
-                row < w->rows ? (const st_block_q8_0 *)((const char *)w->data +
-                                                        (size_t)row * w->row_bytes)
-                              : NULL;
+            const uint8_t *src =
+                row < w->rows ? (const uint8_t *)w->data + (size_t)row * w->row_bytes : NULL;
             for (int64_t b = 0; b < nb; b++) {
-                uint8_t *chunk = gp + (size_t)(b / 2) * ST_CPU_Q8X16_CHUNK;
+                uint8_t *chunk = gp + (size_t)(b / 2) * (64 + 2 * wb);
                 const int second = (int)(b & 1);
-                uint16_t d = 0;
-                if (src) memcpy(&d, (const char *)&src[b] + offsetof(st_block_q8_0, d), 2);
-                memcpy(chunk + second * 32 + r * 2, &d, 2);
-                uint8_t *qs = chunk + 64 + second * 512;
-                for (int j = 0; j < ST_QK; j++) /* a padding row: weight 0, stored 128 */
-                    qs[(j / 4) * 64 + r * 4 + j % 4] =
-                        (uint8_t)((src ? (int)src[b].qs[j] : 0) + 128);
+                const uint8_t *blk = src ? src + (size_t)b * bb : NULL; /* {f16 d; qs} */
+                if (blk) memcpy(chunk + second * 32 + r * 2, blk, 2);
+                uint8_t *qs = chunk + 64 + second * wb;
+                /* 4-byte groups of the row's qs, row after row (q8_0 + 128; a
+                 * padding row holds weight 0: 128, or 8 | 8 << 4 for q4_0) */
+                for (size_t j = 0; j < bb - 2; j++)
+                    qs[(j / 4) * 64 + (size_t)r * 4 + j % 4] =
+                        q4 ? (blk ? blk[2 + j] : 0x88)
+                           : (uint8_t)((blk ? (int)(int8_t)blk[2 + j] : 0) + 128);
             }
         }
     }
@@ -230,7 +234,7 @@ st_status st_wmatrix_pack(const st_wmatrix *w, void *dst) {
 
 /* the kernels of ctx's level read packed weights now */
 static bool packed_ready(const st_cpu_qkernels *qk) {
-    return qk->gemm_q8_0x16 && (!qk->q8_0x16_ready || qk->q8_0x16_ready());
+    return qk->gemm_q8_0x16 && qk->gemm_q4_0x16 && (!qk->x16_ready || qk->x16_ready());
 }
 
 /* ---- per-thread scratch ----------------------------------------------------------- */
@@ -323,18 +327,25 @@ static void mm_split(const mm_job *j, int ith, int nth, int64_t *r0, int64_t *r1
     *r1 = e < rows ? e : rows;
 }
 
+/* job j reads w's packed form */
+static bool packed_in(const mm_job *j, const st_wmatrix *w) {
+    return j->pk && w->packed && (w->type == ST_WT_Q8_0 || w->type == ST_WT_Q4_0);
+}
+
 /* y[i, r] for r in [r0, r1) and every i */
 static void mm_rows(const mm_job *j, const st_wmatrix *w, float *y, int64_t r0, int64_t r1) {
     const int64_t K = w->cols, R = w->rows;
     if (r1 <= r0) return;
-    if (w->packed && j->pk && w->type == ST_WT_Q8_0) {
+    if (packed_in(j, w)) {
         const int64_t nb = K / ST_QK;
+        const int q4 = w->type == ST_WT_Q4_0;
         const char *g0 = (const char *)w->packed +
-                         (size_t)(r0 / ST_CPU_Q8X16_ROWS) * st__q8x16_group_bytes(nb);
+                         (size_t)(r0 / ST_CPU_X16_ROWS) * st__x16_group_bytes(q4, nb);
         for (int64_t i0 = 0; i0 < j->n; i0 += MM_X_CHUNK) {
             const int64_t nx = j->n - i0 < MM_X_CHUNK ? j->n - i0 : MM_X_CHUNK;
-            j->qk->gemm_q8_0x16(K, r1 - r0, g0, nx, j->xqs + i0 * K, j->xd + i0 * nb,
-                                j->xs + i0 * nb, y + i0 * R + r0, R);
+            (q4 ? j->qk->gemm_q4_0x16 : j->qk->gemm_q8_0x16)(
+                K, r1 - r0, g0, nx, j->xqs + i0 * K, j->xd + i0 * nb, j->xs + i0 * nb,
+                y + i0 * R + r0, R);
         }
         return;
     }
@@ -430,9 +441,9 @@ static void share_prefetch(const mm_job *j, int i, int64_t r0, int64_t r1, void 
     const char *base;
     size_t end, a, b;
     int64_t rb;
-    if (w->packed && j->pk && w->type == ST_WT_Q8_0) { /* halves of 16-row groups */
-        const size_t gb = st__q8x16_group_bytes(w->cols / ST_QK);
-        const int64_t R = ST_CPU_Q8X16_ROWS, g0 = r0 / R, ng = (r1 - r0 + R - 1) / R;
+    if (packed_in(j, w)) { /* halves of 16-row groups */
+        const size_t gb = st__x16_group_bytes(w->type == ST_WT_Q4_0, w->cols / ST_QK);
+        const int64_t R = ST_CPU_X16_ROWS, g0 = r0 / R, ng = (r1 - r0 + R - 1) / R;
         rb = r0 + (ng + 1) / 2 * R;
         base = w->packed;
         end = (size_t)((w->rows + R - 1) / R) * gb;
@@ -560,7 +571,7 @@ static st_status mm_small(st_pool *pool, const st_cpu_kernels *k, const st_cpu_q
                           float *const *y, int n_next, const st_wmatrix *const *next,
                           const char *fn) {
     /* 16-row units: the packed layout's groups */
-    mm_job j = {.x = x, .n = n, .k = k, .qk = qk, .row_align = ST_CPU_Q8X16_ROWS, .n_w = n_mats,
+    mm_job j = {.x = x, .n = n, .k = k, .qk = qk, .row_align = ST_CPU_X16_ROWS, .n_w = n_mats,
                 .pk = packed_ready(qk)};
     int64_t rows = 0;
     bool quant = false, sums = false;
@@ -569,7 +580,7 @@ static st_status mm_small(st_pool *pool, const st_cpu_kernels *k, const st_cpu_q
         j.ys[i] = y[i];
         rows += w[i]->rows;
         quant = quant || w[i]->type == ST_WT_Q8_0 || w[i]->type == ST_WT_Q4_0;
-        sums = sums || (j.pk && w[i]->packed && w[i]->type == ST_WT_Q8_0);
+        sums = sums || packed_in(&j, w[i]);
     }
     if (n_next <= MM_MAX_MATS)
         for (int i = 0; i < n_next; i++) {

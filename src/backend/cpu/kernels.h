@@ -152,16 +152,18 @@ typedef struct st_cpu_qkernels {
                       const float *xd, float *y, int64_t ldy);
     void (*gemm_q4_0)(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
                       const float *xd, float *y, int64_t ldy);
-    /* q8_0 weights packed by st_wmatrix_pack (strata/quant.h: groups of
-     * 16 interleaved rows; w at the group of the run's first row, nr rows,
-     * the last group possibly partial), inputs as gemm_q8_0's plus xs: nx
-     * rows of k/32 sums of each block's xqs. y[i * ldy + r] = sum over
+    /* q8_0 / q4_0 weights packed by st_wmatrix_pack (strata/quant.h: groups
+     * of 16 interleaved rows; w at the group of the run's first row, nr
+     * rows, the last group possibly partial), inputs as gemm_q8_0's plus xs:
+     * nx rows of k/32 sums of each block's xqs. y[i * ldy + r] = sum over
      * blocks b in order of fmaf((float)(integer dot), d_w * d_x, sum), the
      * same bits for every nx. NULL where the level has none; callable only
-     * while q8_0x16_ready() (a CPU feature, see the override below). */
+     * while x16_ready() (a CPU feature, see the override below). */
     void (*gemm_q8_0x16)(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
                          const float *xd, const int32_t *xs, float *y, int64_t ldy);
-    int (*q8_0x16_ready)(void);
+    void (*gemm_q4_0x16)(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                         const float *xd, const int32_t *xs, float *y, int64_t ldy);
+    int (*x16_ready)(void);
     /* One input row of k floats (a multiple of 32) to q8_0 values split
      * into qs[k] and d[k/32]: exactly st_quantize_row(ST_WT_Q8_0)'s
      * numbers (d = f16(amax / 127) as f32, qs = roundf(x / unrounded d),
@@ -172,13 +174,18 @@ typedef struct st_cpu_qkernels {
 #define ST_CPU_Q8_0_BYTES 34
 #define ST_CPU_Q4_0_BYTES 18
 
-/* st_wmatrix_pack's layout: a chunk of two blocks of a 16-row group is
- * 64 bytes of scales and 2 x 512 bytes of weights; a lone last block 576 */
-#define ST_CPU_Q8X16_ROWS 16
-#define ST_CPU_Q8X16_CHUNK 1088
-#define ST_CPU_Q8X16_LONE 576
-static inline size_t st__q8x16_group_bytes(int64_t nb) {
-    return (size_t)(nb / 2) * ST_CPU_Q8X16_CHUNK + (size_t)(nb & 1) * ST_CPU_Q8X16_LONE;
+/* st_wmatrix_pack's layouts: a chunk of two blocks of a 16-row group is 64
+ * bytes of scales and two blocks of weights (q8_0: 512 bytes each, q4_0:
+ * 256), a lone last block the scales and one block */
+#define ST_CPU_X16_ROWS 16
+#define ST_CPU_Q8X16_BLOCK 512
+#define ST_CPU_Q4X16_BLOCK 256
+static inline size_t st__x16_block_bytes(int q4) {
+    return q4 ? ST_CPU_Q4X16_BLOCK : ST_CPU_Q8X16_BLOCK;
+}
+static inline size_t st__x16_group_bytes(int q4, int64_t nb) {
+    const size_t wb = st__x16_block_bytes(q4);
+    return (size_t)(nb / 2) * (64 + 2 * wb) + (size_t)(nb & 1) * (64 + wb);
 }
 
 /* The table of a level, or NULL when not compiled in (kernels_q.c). */
@@ -208,6 +215,9 @@ void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
                             const int8_t *xqs, const float *xd, float *y, int64_t ldy);
 void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d);
 void st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
+                               const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
+                               int64_t ldy);
+void st__k_gemm_q4_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
                                const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
                                int64_t ldy);
 #endif

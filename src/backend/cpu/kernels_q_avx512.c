@@ -173,7 +173,8 @@ const st_cpu_qkernels st__cpu_qkernels_avx512 = {
     .gemm_q8_0 = st__k_gemm_q8_0_avx512,
     .gemm_q4_0 = st__k_gemm_q4_0_avx512,
     .gemm_q8_0x16 = st__k_gemm_q8_0x16_avx512,
-    .q8_0x16_ready = st__cpu_qkernels_avx512_vnni,
+    .gemm_q4_0x16 = st__k_gemm_q4_0x16_avx512,
+    .x16_ready = st__cpu_qkernels_avx512_vnni,
     .quantize_q8 = st__k_quantize_q8_avx512,
 };
 

@@ -561,17 +561,20 @@ void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, co
         gemm_q4_bw(k, nr, w, nx, xqs, xd, y, ldy);
 }
 
-/* ---- packed q8_0 (st_wmatrix_pack's layout, strata/quant.h) ------------------------- */
+/* ---- packed q8_0 / q4_0 (st_wmatrix_pack's layouts, strata/quant.h) ------------------ */
 
 /* With 16 rows interleaved, one 64-byte load holds 4 consecutive weights
- * of 16 rows (stored + 128: unsigned), and vpdpbusd against the input's 4
- * bytes broadcast (signed) advances all 16 rows' sums: 8 of them per block,
- * each lane started at -128 * (the block's input sum) so it ends at the
- * exact integer dot. Then per block one convert of the 16 f16 scales, a
- * multiply by d_x and one multiply-add, and no reduction at the end: the
- * lanes are the outputs. About 13 vector operations per 512 weight bytes,
- * against 7 per 64 for the row-major kernel above (qrow_q8_u), which on
- * the Zen VM is vector-bound below the memory's speed.
+ * of 16 rows, unsigned (q8_0: stored + 128; q4_0: the nibbles as stored,
+ * weight + 8, the low nibble of byte t weight t and the high one weight
+ * t + 16, as in the block), and vpdpbusd against the input's 4 bytes
+ * broadcast (signed) advances all 16 rows' sums: 8 of them per block, each
+ * lane started at -offset * (the block's input sum) so it ends at the exact
+ * integer dot. Then per block one convert of the 16 f16 scales, a multiply
+ * by d_x and one multiply-add, and no reduction at the end: the lanes are
+ * the outputs. About 13 vector operations per 512 q8_0 weight bytes (q4_0:
+ * 4 more per 256 bytes, splitting the nibbles), against 7 per 64 for the
+ * row-major kernel above (qrow_q8_u), which on the Zen VM is vector-bound
+ * below the memory's speed.
  *
  * pk_tile: NG groups (1, or 2 side by side: two DRAM streams, as the
  * decode kernels above) x C inputs (1..4). Each integer sum is split over
@@ -583,10 +586,12 @@ void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, co
 #define PK_PF 4096
 
 __attribute__((target("avx512vnni"))) ALWAYS_INLINE void
-pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const int8_t *xq,
-        const float *xd, const int32_t *xs, int64_t k, float *const yg[2], int64_t ldy,
-        const int nrow[2], int pf) {
+pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *const g[2],
+        const int8_t *xq, const float *xd, const int32_t *xs, int64_t k, float *const yg[2],
+        int64_t ldy, const int nrow[2], int pf) {
     const int SPLIT = C == 1 ? 4 : C == 2 ? 2 : 1;
+    const int WB = Q4 ? ST_CPU_Q4X16_BLOCK : ST_CPU_Q8X16_BLOCK, OFF = Q4 ? 8 : 128;
+    const __m512i lo4 = _mm512_set1_epi8(15);
     __m512 acc[2][4];
 #pragma GCC unroll 2
     for (int i = 0; i < NG; i++)
@@ -597,7 +602,7 @@ pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const 
     for (int64_t b = 0; b < nb; b++) {
         const int second = (int)(b & 1);
         if (pf && !second) {
-            const int lines = b + 1 < nb ? ST_CPU_Q8X16_CHUNK / 64 : ST_CPU_Q8X16_LONE / 64;
+            const int lines = (64 + (b + 1 < nb ? 2 : 1) * WB) / 64;
 #pragma GCC unroll 2
             for (int i = 0; i < NG; i++)
                 for (int l = 0; l < lines; l++)
@@ -608,13 +613,15 @@ pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const 
         for (int i = 0; i < NG; i++)
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++) {
-                ia[i][c][0] = _mm512_set1_epi32(-128 * xs[c * nb + b]);
+                ia[i][c][0] = _mm512_set1_epi32(-OFF * xs[c * nb + b]);
 #pragma GCC unroll 4
                 for (int t = 1; t < SPLIT; t++)
                     ia[i][c][t] = _mm512_setzero_si512();
             }
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
+            /* q8_0: vector j holds weights 4j..4j+3; q4_0: vector j % 4 holds
+             * 4j..4j+3 in its low nibbles (j < 4) and in its high ones */
             __m512i xb[4];
 #pragma GCC unroll 4
             for (int c = 0; c < C; c++) {
@@ -624,8 +631,11 @@ pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const 
             }
 #pragma GCC unroll 2
             for (int i = 0; i < NG; i++) {
-                const __m512i wv =
-                    _mm512_load_si512((const void *)(p[i] + 64 + second * 512 + 64 * j));
+                const uint8_t *wv0 = p[i] + 64 + second * WB + 64 * (Q4 ? j % 4 : j);
+                __m512i wv = _mm512_load_si512((const void *)wv0);
+                if (Q4)
+                    wv = j < 4 ? _mm512_and_si512(wv, lo4)
+                               : _mm512_and_si512(_mm512_srli_epi16(wv, 4), lo4);
 #pragma GCC unroll 4
                 for (int c = 0; c < C; c++)
                     ia[i][c][j % SPLIT] = _mm512_dpbusd_epi32(ia[i][c][j % SPLIT], wv, xb[c]);
@@ -645,7 +655,7 @@ pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const 
                                             _mm512_mul_ps(dw, _mm512_set1_ps(xd[c * nb + b])),
                                             acc[i][c]);
             }
-            if (second) p[i] += ST_CPU_Q8X16_CHUNK;
+            if (second) p[i] += 64 + 2 * WB;
         }
     }
 #pragma GCC unroll 2
@@ -660,11 +670,11 @@ pk_tile(const int NG, const int C, int64_t nb, const uint8_t *const g[2], const 
 /* The run's groups split into halves A and B; group i of A goes side by
  * side with group i of B (an odd last A group alone), all inputs in tiles
  * of 4 against the pair while it is in cache. */
-__attribute__((target("avx512vnni"))) void
-st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
-                          const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+__attribute__((target("avx512vnni"))) ALWAYS_INLINE void
+pk_gemm(const int Q4, int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+        const float *xd, const int32_t *xs, float *y, int64_t ldy) {
     const int64_t nb = k / 32, ng = (nr + 15) / 16, na = (ng + 1) / 2;
-    const size_t gb = st__q8x16_group_bytes(nb);
+    const size_t gb = st__x16_group_bytes(Q4, nb);
     for (int64_t a = 0; a < na; a++) {
         const int64_t bi = na + a;
         const int two = bi < ng;
@@ -679,8 +689,7 @@ st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, cons
             const float *d = xd + c * nb;
             const int32_t *s = xs + c * nb;
             const int pf = c == 0;
-#define PK_CASE(NGV, CV)                                                                           \
-    pk_tile(NGV, CV, nb, g, q, d, s, k, yg, ldy, nrow, pf)
+#define PK_CASE(NGV, CV) pk_tile(Q4, NGV, CV, nb, g, q, d, s, k, yg, ldy, nrow, pf)
             if (two) {
                 switch (C) {
                 case 1: PK_CASE(2, 1); break;
@@ -699,6 +708,18 @@ st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, cons
 #undef PK_CASE
         }
     }
+}
+
+__attribute__((target("avx512vnni"))) void
+st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                          const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+    pk_gemm(0, k, nr, w, nx, xqs, xd, xs, y, ldy);
+}
+
+__attribute__((target("avx512vnni"))) void
+st__k_gemm_q4_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                          const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+    pk_gemm(1, k, nr, w, nx, xqs, xd, xs, y, ldy);
 }
 
 /* ---- activation quantizer ------------------------------------------------------------ */
