@@ -299,8 +299,8 @@ int bench_decode_main(int argc, char **argv) {
                    "  --batch-only   only the batch-rows table\n"
                    "  --no-batch     skip the batch-rows table\n"
                    "  --json         JSON Lines (batch rows carry \"bench\": \"batch_rows\")\n\n"
-                   "q8_0 / q4_0 models run packed where the CPU has AVX-512 VNNI (the engine's\n"
-                   "default); STRATA_PACK=0 measures the row-major kernels instead.\n");
+                   "q8_0 / q4_0 models run packed where the CPU has AVX-512 VNNI or AVX-VNNI\n"
+                   "(the engine's default); STRATA_PACK=0 measures the row-major kernels.\n");
             return 0;
         }
         if (!strcmp(k, "--json")) json = true;

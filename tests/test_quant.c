@@ -27,8 +27,10 @@
  *    st_quantize_row), for row counts around the 16-row groups, odd and
  *    even block counts, n = 1..70 (one output row at a time too: batch
  *    invariance), weights -128 and zero scales, one and several matrices
- *    per pool run, with next-product hints; with VNNI switched off the
- *    packed form is ignored (the row-major bits); bad arguments refused.
+ *    per pool run, with next-product hints, at every level that packs
+ *    (AVX-512 VNNI and AVX2 with AVX-VNNI: the same bits); with VNNI
+ *    switched off the packed form is ignored (the row-major bits); bad
+ *    arguments refused.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,6 +317,17 @@ static void check_matmul(st_ctx *ctx, const char *lvl, st_wtype t, int64_t rows,
     free(wq);
 }
 
+/* a 2-thread context at SIMD level lvl; NULL when this CPU lacks it */
+static st_ctx *level_ctx(const st_hw_info *info, int lvl) {
+    if (!st_hw_simd_supported(info, (st_simd_level)lvl)) return NULL;
+    st_ctx_params p = st_ctx_default_params();
+    p.cpu.simd_level = lvl;
+    p.cpu.n_threads = 2;
+    st_ctx *ctx = NULL;
+    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+    return ctx;
+}
+
 static void test_matmul_levels(void **state) {
     (void)state;
     st_hw_info info;
@@ -322,12 +335,8 @@ static void test_matmul_levels(void **state) {
     const int64_t ns[] = {1, 2, 7, 64};
     const int64_t shapes[][2] = {{37, 64}, {129, 96}, {1, 32}, {200, 160}};
     for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
-        if (!st_hw_simd_supported(&info, (st_simd_level)lvl)) continue;
-        st_ctx_params p = st_ctx_default_params();
-        p.cpu.simd_level = lvl;
-        p.cpu.n_threads = 2;
-        st_ctx *ctx = NULL;
-        assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+        st_ctx *ctx = level_ctx(&info, lvl);
+        if (!ctx) continue;
         const char *name = st_hw_simd_level_name((st_simd_level)lvl);
         for (int t = 0; t < ST_WT_COUNT_; t++) {
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -551,16 +560,8 @@ static void free_packed(st_wmatrix *w) {
     free((void *)w->packed);
 }
 
-static void test_packed_exact(void **state) {
-    (void)state;
-    st_ctx *ctx = NULL;
-    st_ctx_params p = st_ctx_default_params();
-    p.cpu.n_threads = 2;
-    assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
-    if (!st_wmatrix_packs(ctx)) {
-        st_ctx_free(ctx);
-        skip(); /* no kernel reads the layout here: test_packed_ignored covers it */
-    }
+/* the packed checks on ctx (a level whose kernels read the layout) */
+static void packed_exact(st_ctx *ctx) {
     const int64_t rows[] = {1, 15, 16, 17, 40, 100, 257};
     const int64_t cols[] = {32, 64, 96, 288};
     const int64_t ns[] = {1, 2, 3, 4, 5, 9, 70};
@@ -615,11 +616,29 @@ static void test_packed_exact(void **state) {
         free(x);
     }
     for (int i = 0; i < 3; i++) free_packed(&m[i]);
-    st_ctx_free(ctx);
 }
 
-/* Without the packed kernels (VNNI off, or a level without them) the
- * packed form is not read: the row-major product's bits. */
+/* every level whose kernels read the layout (AVX-512 with VNNI, AVX2 with
+ * AVX-VNNI): the same bits, those of the scalar model */
+static void test_packed_exact(void **state) {
+    (void)state;
+    st_hw_info info;
+    assert_int_equal(st_hw_query(&info), ST_OK);
+    int ran = 0;
+    for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
+        st_ctx *ctx = level_ctx(&info, lvl);
+        if (!ctx) continue;
+        if (st_wmatrix_packs(ctx)) {
+            packed_exact(ctx);
+            ran++;
+        }
+        st_ctx_free(ctx);
+    }
+    if (!ran) skip(); /* no kernel reads the layout here: test_packed_ignored covers it */
+}
+
+/* Without the packed kernels (VNNI / AVX-VNNI switched off, or a level
+ * without them) the packed form is not read: the row-major product's bits. */
 static void test_packed_ignored(void **state) {
     (void)state;
     st_hw_info info;
@@ -632,14 +651,11 @@ static void test_packed_ignored(void **state) {
     float x[3 * 96], y[3 * 40], ref[3 * 40];
     for (int i = 0; i < 3 * 96; i++) x[i] = frand();
     for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
-        if (!st_hw_simd_supported(&info, (st_simd_level)lvl)) continue;
-        st_ctx_params p = st_ctx_default_params();
-        p.cpu.simd_level = lvl;
-        p.cpu.n_threads = 2;
-        st_ctx *ctx = NULL;
-        assert_int_equal(st_ctx_new(&p, &ctx), ST_OK);
+        st_ctx *ctx = level_ctx(&info, lvl);
+        if (!ctx) continue;
 #if defined(__x86_64__)
         if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(0);
+        if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(0);
 #endif
         assert_false(st_wmatrix_packs(ctx));
         for (int64_t n = 1; n <= 3; n += 2) {
@@ -649,6 +665,7 @@ static void test_packed_ignored(void **state) {
         }
 #if defined(__x86_64__)
         if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(-1);
+        if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(-1);
 #endif
         st_ctx_free(ctx);
     }

@@ -138,10 +138,11 @@ st_status st_wmatrix_matmul_multi(st_ctx *ctx, int n_mats, const st_wmatrix *con
  *
  * It takes as many bytes as the row-major form, plus the padding. The
  * products use it where the CPU kernels of the context's SIMD level read it
- * (st_wmatrix_packs: AVX-512 with VNNI today); every output is then
- * sum over blocks b, in order, of fmaf(integer dot, d_w * d_x, sum), the
- * same bits for every n below the sgemm regime, and the row-major data
- * stays in use for everything else (other levels, embedding rows). */
+ * (st_wmatrix_packs: AVX-512 with VNNI, AVX2 with AVX-VNNI); every output is
+ * then sum over blocks b, in order, of fmaf(integer dot, d_w * d_x, sum),
+ * the same bits for every n below the sgemm regime and at both levels, and
+ * the row-major data stays in use for everything else (other levels,
+ * embedding rows). */
 
 /* Bytes of w's packed form; 0 when w is not a q8_0 or q4_0 matrix (the
  * types packed) or malformed. */

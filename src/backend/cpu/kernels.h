@@ -206,6 +206,13 @@ void st__k_gemm_q8_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
 void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
                           const int8_t *xqs, const float *xd, float *y, int64_t ldy);
 void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d);
+/* packed kernels on AVX-VNNI (VEX vpdpbusd; Intel client cores since Alder Lake) */
+void st__k_gemm_q8_0x16_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
+                             const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
+                             int64_t ldy);
+void st__k_gemm_q4_0x16_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
+                             const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
+                             int64_t ldy);
 void st__k_gemm_f32_avx512(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
                            float *y, int64_t ldy);
 /* these two pick VNNI or AVX-512BW as the block dots do (the override below) */
@@ -231,6 +238,11 @@ extern const st_cpu_qkernels st__cpu_qkernels_avx512;
 void st__cpu_qkernels_avx512_vnni_override(int use);
 /* 1 when the AVX-512 table currently uses VNNI. */
 int st__cpu_qkernels_avx512_vnni(void);
+/* The same for the AVX2 table's packed kernels and AVX-VNNI (the VEX
+ * vpdpbusd): 0 turns them off (the row-major kernels run), 1 on if the CPU
+ * has it, -1 detects again. 1 when in use. */
+void st__cpu_qkernels_avx2_vnni_override(int use);
+int st__cpu_qkernels_avx2_vnni(void);
 #endif
 
 #endif

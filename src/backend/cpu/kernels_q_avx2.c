@@ -115,6 +115,24 @@ static float k_dot_bf16_f32(int64_t n, const uint16_t *w, const float *x) {
     return s;
 }
 
+static int g_has_avx_vnni = -1; /* -1 unknown, 0/1 */
+
+int st__cpu_qkernels_avx2_vnni(void) {
+    int v = __atomic_load_n(&g_has_avx_vnni, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+        __atomic_store_n(&g_has_avx_vnni, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+void st__cpu_qkernels_avx2_vnni_override(int use) {
+    if (use < 0) use = -1;
+    else if (use > 0) use = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+    __atomic_store_n(&g_has_avx_vnni, use, __ATOMIC_RELAXED);
+}
+
 const st_cpu_qkernels st__cpu_qkernels_avx2 = {
     .level = ST_SIMD_AVX2,
     .name = "avx2",
@@ -125,6 +143,9 @@ const st_cpu_qkernels st__cpu_qkernels_avx2 = {
     .gemm_f32 = st__k_gemm_f32_avx2,
     .gemm_q8_0 = st__k_gemm_q8_0_avx2,
     .gemm_q4_0 = st__k_gemm_q4_0_avx2,
+    .gemm_q8_0x16 = st__k_gemm_q8_0x16_avx2,
+    .gemm_q4_0x16 = st__k_gemm_q4_0x16_avx2,
+    .x16_ready = st__cpu_qkernels_avx2_vnni,
     .quantize_q8 = st__k_quantize_q8_avx2,
 };
 

@@ -313,6 +313,167 @@ void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, cons
     gemm_q4_tiles(k, nr, w, nx, xqs, xd, y, ldy);
 }
 
+/* ---- packed q8_0 / q4_0 with AVX-VNNI (st_wmatrix_pack's layouts) ---------------------- */
+
+/* The AVX-512 kernel's method (kernels_small_avx512.c, "packed") on 256-bit
+ * vectors, for CPUs with AVX2 and AVX-VNNI but no AVX-512 (Intel client
+ * cores since Alder Lake): a 64-byte weight vector of the layout is two
+ * halves, rows 0-7 and 8-15, each advanced by one VEX vpdpbusd against the
+ * input's 4 bytes broadcast. The integer sums are exact and the float ones
+ * are the same operations per lane (convert, d_w * d_x, multiply-add per
+ * block in order), so the outputs are the AVX-512 kernel's bits. Sixteen
+ * registers: one input at a time against two groups side by side (two DRAM
+ * streams; 8 dot chains with each sum split in two), or two inputs against
+ * one group. */
+#define PK_PF 4096
+
+__attribute__((target("avxvnni"))) ALWAYS_INLINE void
+pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *const g[2],
+        const int8_t *xq, const float *xd, const int32_t *xs, int64_t k, float *const yg[2],
+        int64_t ldy, const int nrow[2], int pf) {
+    const int SPLIT = C == 1 ? (NG == 2 ? 2 : 4) : 1;
+    const int WB = Q4 ? ST_CPU_Q4X16_BLOCK : ST_CPU_Q8X16_BLOCK, OFF = Q4 ? 8 : 128;
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    __m256 acc[2][2][2]; /* [group][half][input] */
+#pragma GCC unroll 2
+    for (int i = 0; i < NG; i++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++)
+                acc[i][h][c] = _mm256_setzero_ps();
+    const uint8_t *p[2] = {g[0], g[1]};
+    for (int64_t b = 0; b < nb; b++) {
+        const int second = (int)(b & 1);
+        if (pf && !second) {
+            const int lines = (64 + (b + 1 < nb ? 2 : 1) * WB) / 64;
+#pragma GCC unroll 2
+            for (int i = 0; i < NG; i++)
+                for (int l = 0; l < lines; l++)
+                    _mm_prefetch((const char *)p[i] + PK_PF + 64 * l, _MM_HINT_T0);
+        }
+        __m256i ia[2][2][2][4]; /* [group][half][input][split] */
+#pragma GCC unroll 2
+        for (int i = 0; i < NG; i++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++)
+#pragma GCC unroll 2
+                for (int c = 0; c < C; c++) {
+                    ia[i][h][c][0] = _mm256_set1_epi32(-OFF * xs[c * nb + b]);
+#pragma GCC unroll 4
+                    for (int t = 1; t < SPLIT; t++)
+                        ia[i][h][c][t] = _mm256_setzero_si256();
+                }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i xb[2];
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++) {
+                int32_t v;
+                memcpy(&v, xq + c * k + b * 32 + 4 * j, 4);
+                xb[c] = _mm256_set1_epi32(v);
+            }
+#pragma GCC unroll 2
+            for (int i = 0; i < NG; i++)
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *w0 = p[i] + 64 + second * WB + 64 * (Q4 ? j % 4 : j) + 32 * h;
+                    __m256i wv = _mm256_load_si256((const __m256i *)w0);
+                    if (Q4)
+                        wv = j < 4 ? _mm256_and_si256(wv, lo4)
+                                   : _mm256_and_si256(_mm256_srli_epi16(wv, 4), lo4);
+#pragma GCC unroll 2
+                    for (int c = 0; c < C; c++)
+                        ia[i][h][c][j % SPLIT] =
+                            _mm256_dpbusd_avx_epi32(ia[i][h][c][j % SPLIT], wv, xb[c]);
+                }
+        }
+#pragma GCC unroll 2
+        for (int i = 0; i < NG; i++) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256 dw = _mm256_cvtph_ps(
+                    _mm_load_si128((const __m128i *)(p[i] + second * 32 + 16 * h)));
+#pragma GCC unroll 2
+                for (int c = 0; c < C; c++) {
+                    __m256i t = ia[i][h][c][0];
+#pragma GCC unroll 4
+                    for (int u = 1; u < SPLIT; u++)
+                        t = _mm256_add_epi32(t, ia[i][h][c][u]);
+                    acc[i][h][c] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(t), _mm256_mul_ps(dw, _mm256_set1_ps(xd[c * nb + b])),
+                        acc[i][h][c]);
+                }
+            }
+            if (second) p[i] += 64 + 2 * WB;
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < NG; i++)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int cnt = nrow[i] - 8 * h;
+            if (cnt <= 0) continue;
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt),
+                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++) {
+                float *o = yg[i] + c * ldy + 8 * h;
+                if (cnt >= 8) _mm256_storeu_ps(o, acc[i][h][c]);
+                else _mm256_maskstore_ps(o, m, acc[i][h][c]);
+            }
+        }
+}
+
+/* one input: the run's groups as halves A and B side by side (the AVX-512
+ * kernel's walk); more: each group alone against inputs two at a time */
+__attribute__((target("avxvnni"))) ALWAYS_INLINE void
+pk_gemm(const int Q4, int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+        const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+    const int64_t nb = k / 32, ng = (nr + 15) / 16, na = (ng + 1) / 2;
+    const size_t gb = st__x16_group_bytes(Q4, nb);
+#define PK_ROWS(gi) (nr - (gi) * 16 < 16 ? (int)(nr - (gi) * 16) : 16)
+    if (nx == 1) {
+        for (int64_t a = 0; a < na; a++) {
+            const int64_t bi = na + a;
+            const int two = bi < ng;
+            const uint8_t *g[2] = {(const uint8_t *)w + (size_t)a * gb,
+                                   (const uint8_t *)w + (size_t)(two ? bi : a) * gb};
+            const int nrow[2] = {PK_ROWS(a), two ? PK_ROWS(bi) : 0};
+            float *const yg[2] = {y + a * 16, y + (two ? bi : a) * 16};
+            if (two) pk_tile(Q4, 2, 1, nb, g, xqs, xd, xs, k, yg, ldy, nrow, 1);
+            else pk_tile(Q4, 1, 1, nb, g, xqs, xd, xs, k, yg, ldy, nrow, 1);
+        }
+        return;
+    }
+    for (int64_t gi = 0; gi < ng; gi++) {
+        const uint8_t *g[2] = {(const uint8_t *)w + (size_t)gi * gb, NULL};
+        const int nrow[2] = {PK_ROWS(gi), 0};
+        for (int64_t c = 0; c < nx; c += 2) {
+            float *const yg[2] = {y + c * ldy + gi * 16, NULL};
+            if (nx - c >= 2)
+                pk_tile(Q4, 1, 2, nb, g, xqs + c * k, xd + c * nb, xs + c * nb, k, yg, ldy, nrow,
+                        c == 0);
+            else
+                pk_tile(Q4, 1, 1, nb, g, xqs + c * k, xd + c * nb, xs + c * nb, k, yg, ldy, nrow,
+                        c == 0);
+        }
+    }
+#undef PK_ROWS
+}
+
+__attribute__((target("avxvnni"))) void
+st__k_gemm_q8_0x16_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                        const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+    pk_gemm(0, k, nr, w, nx, xqs, xd, xs, y, ldy);
+}
+
+__attribute__((target("avxvnni"))) void
+st__k_gemm_q4_0x16_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, const int8_t *xqs,
+                        const float *xd, const int32_t *xs, float *y, int64_t ldy) {
+    pk_gemm(1, k, nr, w, nx, xqs, xd, xs, y, ldy);
+}
+
 /* ---- activation quantizer ------------------------------------------------------------ */
 
 /* roundf: ties away from zero, exactly (trunc, then +-1 where |frac| >= 0.5) */
