@@ -11,6 +11,7 @@
  */
 #if defined(__x86_64__)
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -117,11 +118,19 @@ static float k_dot_bf16_f32(int64_t n, const uint16_t *w, const float *x) {
 
 static int g_has_avx_vnni = -1; /* -1 unknown, 0/1 */
 
+/* AVX-VNNI: CPUID leaf 7 subleaf 1, EAX bit 4 (read directly: not every
+ * compiler's __builtin_cpu_supports knows the name). The AVX2 level is
+ * only chosen where the OS saves the YMM state, which VEX vpdpbusd needs. */
+static int cpu_avx_vnni(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 4) & 1u;
+}
+
 int st__cpu_qkernels_avx2_vnni(void) {
     int v = __atomic_load_n(&g_has_avx_vnni, __ATOMIC_RELAXED);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+        v = cpu_avx_vnni();
         __atomic_store_n(&g_has_avx_vnni, v, __ATOMIC_RELAXED);
     }
     return v;
@@ -129,7 +138,7 @@ int st__cpu_qkernels_avx2_vnni(void) {
 
 void st__cpu_qkernels_avx2_vnni_override(int use) {
     if (use < 0) use = -1;
-    else if (use > 0) use = __builtin_cpu_supports("avxvnni") ? 1 : 0;
+    else if (use > 0) use = cpu_avx_vnni();
     __atomic_store_n(&g_has_avx_vnni, use, __ATOMIC_RELAXED);
 }
 
