@@ -566,35 +566,36 @@ static void packed_exact(st_ctx *ctx) {
     const int64_t cols[] = {32, 64, 96, 288};
     const int64_t ns[] = {1, 2, 3, 4, 5, 9, 70};
     for (int q = 0; q < 2; q++)
-    for (size_t a = 0; a < sizeof rows / sizeof rows[0]; a++)
-        for (size_t b = 0; b < sizeof cols / sizeof cols[0]; b++) {
-            const st_wtype t = q ? ST_WT_Q4_0 : ST_WT_Q8_0;
-            st_wmatrix w;
-            make_packed(&w, t, rows[a], cols[b]);
-            for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
-                const int64_t n = ns[c], R = rows[a], K = cols[b];
-                float *x = malloc((size_t)(n * K) * 4), *y = malloc((size_t)(n * R) * 4),
-                      *ref = malloc((size_t)(n * R) * 4), *y1 = malloc((size_t)R * 4);
-                for (int64_t i = 0; i < n * K; i++) x[i] = frand() * (i % 13 ? 1.0f : 40.0f);
-                packed_model(&w, x, n, ref);
-                assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
-                for (int64_t i = 0; i < n * R; i++)
-                    if (memcmp(&y[i], &ref[i], 4))
-                        fail_msg("packed %s %lld x %lld, n %lld: y[%lld][%lld] = %.9g, model %.9g",
-                                 st_wtype_name(t), (long long)R, (long long)K, (long long)n,
-                                 (long long)(i / R),
-                                 (long long)(i % R), y[i], ref[i]);
-                for (int64_t i = 0; i < n; i++) { /* one row at a time: the same bits */
-                    assert_int_equal(st_wmatrix_matmul(ctx, &w, x + i * K, 1, y1), ST_OK);
-                    assert_memory_equal(y1, ref + i * R, (size_t)R * 4);
+        for (size_t a = 0; a < sizeof rows / sizeof rows[0]; a++)
+            for (size_t b = 0; b < sizeof cols / sizeof cols[0]; b++) {
+                const st_wtype t = q ? ST_WT_Q4_0 : ST_WT_Q8_0;
+                st_wmatrix w;
+                make_packed(&w, t, rows[a], cols[b]);
+                for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+                    const int64_t n = ns[c], R = rows[a], K = cols[b];
+                    float *x = malloc((size_t)(n * K) * 4), *y = malloc((size_t)(n * R) * 4),
+                          *ref = malloc((size_t)(n * R) * 4), *y1 = malloc((size_t)R * 4);
+                    for (int64_t i = 0; i < n * K; i++)
+                        x[i] = frand() * (i % 13 ? 1.0f : 40.0f);
+                    packed_model(&w, x, n, ref);
+                    assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+                    for (int64_t i = 0; i < n * R; i++)
+                        if (memcmp(&y[i], &ref[i], 4))
+                            fail_msg(
+                                "packed %s %lld x %lld, n %lld: y[%lld][%lld] = %.9g, model %.9g",
+                                st_wtype_name(t), (long long)R, (long long)K, (long long)n,
+                                (long long)(i / R), (long long)(i % R), y[i], ref[i]);
+                    for (int64_t i = 0; i < n; i++) { /* one row at a time: the same bits */
+                        assert_int_equal(st_wmatrix_matmul(ctx, &w, x + i * K, 1, y1), ST_OK);
+                        assert_memory_equal(y1, ref + i * R, (size_t)R * 4);
+                    }
+                    free(x);
+                    free(y);
+                    free(ref);
+                    free(y1);
                 }
-                free(x);
-                free(y);
-                free(ref);
-                free(y1);
+                free_packed(&w);
             }
-            free_packed(&w);
-        }
     /* several packed matrices (both types) in one pool run, with a packed next hint */
     st_wmatrix m[3];
     make_packed(&m[0], ST_WT_Q8_0, 96, 288);
@@ -603,8 +604,10 @@ static void packed_exact(st_ctx *ctx) {
     const st_wmatrix *mp[3] = {&m[0], &m[1], &m[2]}, *next[1] = {&m[2]};
     for (int64_t n = 1; n <= 5; n += 4) {
         float *x = malloc((size_t)(n * 288) * 4), *y[3], *ref;
-        for (int64_t i = 0; i < n * 288; i++) x[i] = frand();
-        for (int i = 0; i < 3; i++) y[i] = malloc((size_t)(n * m[i].rows) * 4);
+        for (int64_t i = 0; i < n * 288; i++)
+            x[i] = frand();
+        for (int i = 0; i < 3; i++)
+            y[i] = malloc((size_t)(n * m[i].rows) * 4);
         assert_int_equal(st_wmatrix_matmul_multi(ctx, 3, mp, x, n, y, 1, next), ST_OK);
         for (int i = 0; i < 3; i++) {
             ref = malloc((size_t)(n * m[i].rows) * 4);
@@ -615,7 +618,8 @@ static void packed_exact(st_ctx *ctx) {
         }
         free(x);
     }
-    for (int i = 0; i < 3; i++) free_packed(&m[i]);
+    for (int i = 0; i < 3; i++)
+        free_packed(&m[i]);
 }
 
 /* every level whose kernels read the layout (AVX-512 with VNNI, AVX2 with
@@ -644,32 +648,33 @@ static void test_packed_ignored(void **state) {
     st_hw_info info;
     assert_int_equal(st_hw_query(&info), ST_OK);
     for (int q = 0; q < 2; q++) {
-    st_wmatrix w;
-    make_packed(&w, q ? ST_WT_Q4_0 : ST_WT_Q8_0, 40, 96);
-    st_wmatrix plain = w;
-    plain.packed = NULL;
-    float x[3 * 96], y[3 * 40], ref[3 * 40];
-    for (int i = 0; i < 3 * 96; i++) x[i] = frand();
-    for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
-        st_ctx *ctx = level_ctx(&info, lvl);
-        if (!ctx) continue;
+        st_wmatrix w;
+        make_packed(&w, q ? ST_WT_Q4_0 : ST_WT_Q8_0, 40, 96);
+        st_wmatrix plain = w;
+        plain.packed = NULL;
+        float x[3 * 96], y[3 * 40], ref[3 * 40];
+        for (int i = 0; i < 3 * 96; i++)
+            x[i] = frand();
+        for (int lvl = ST_SIMD_SCALAR; lvl <= ST_SIMD_AVX512; lvl++) {
+            st_ctx *ctx = level_ctx(&info, lvl);
+            if (!ctx) continue;
 #if defined(__x86_64__)
-        if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(0);
-        if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(0);
+            if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(0);
+            if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(0);
 #endif
-        assert_false(st_wmatrix_packs(ctx));
-        for (int64_t n = 1; n <= 3; n += 2) {
-            assert_int_equal(st_wmatrix_matmul(ctx, &plain, x, n, ref), ST_OK);
-            assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
-            assert_memory_equal(y, ref, (size_t)(n * 40) * 4);
+            assert_false(st_wmatrix_packs(ctx));
+            for (int64_t n = 1; n <= 3; n += 2) {
+                assert_int_equal(st_wmatrix_matmul(ctx, &plain, x, n, ref), ST_OK);
+                assert_int_equal(st_wmatrix_matmul(ctx, &w, x, n, y), ST_OK);
+                assert_memory_equal(y, ref, (size_t)(n * 40) * 4);
+            }
+#if defined(__x86_64__)
+            if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(-1);
+            if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(-1);
+#endif
+            st_ctx_free(ctx);
         }
-#if defined(__x86_64__)
-        if (lvl == ST_SIMD_AVX512) st__cpu_qkernels_avx512_vnni_override(-1);
-        if (lvl == ST_SIMD_AVX2) st__cpu_qkernels_avx2_vnni_override(-1);
-#endif
-        st_ctx_free(ctx);
-    }
-    free_packed(&w);
+        free_packed(&w);
     }
 }
 
