@@ -3,7 +3,8 @@
  * quantizer of every SIMD level (st_cpu_qkernels: gemm_f32, gemm_q8_0,
  * gemm_q4_0, quantize_q8; src/backend/cpu/kernels_small*.c).
  *
- * 1. quantize_q8 at every level equals st_quantize_row(ST_WT_Q8_0) exactly:
+ * 1. quantize_q8 at every level equals st_quantize_row(ST_WT_Q8_0) exactly
+ *    (and its block sums, when asked for, the sums of those values):
  *    the same int8 values (ties away from zero, exact halves included) and
  *    d = the block's f16 scale as f32; all-zero blocks give d = 0, qs = 0.
  * 2. The scalar gemm kernels against a double-precision product of the
@@ -92,8 +93,15 @@ static void test_quantize_q8(void **state) {
         assert_int_equal(st_quantize_row(ST_WT_Q8_0, x, K, ref), ST_OK);
         for (int l = 0; l < nl; l++) {
             memset(qs, 0x55, sizeof qs);
-            lv[l]->quantize_q8(K, x, qs, d);
+            int32_t sums[K / 32];
+            /* with and without the block sums: the same values */
+            lv[l]->quantize_q8(K, x, qs, d, rep % 2 ? sums : NULL);
             for (int b = 0; b < K / 32; b++) {
+                int32_t t = 0;
+                for (int j = 0; j < 32; j++) t += ref[b].qs[j];
+                if (rep % 2 && sums[b] != t)
+                    fail_msg("%s rep %d block %d: sum %d, want %d", lv[l]->name, rep, b,
+                             sums[b], t);
                 if (d[b] != st_f16_to_f32(ref[b].d))
                     fail_msg("%s rep %d block %d: d %g, want %g", lv[l]->name, rep, b, d[b],
                              st_f16_to_f32(ref[b].d));
@@ -223,7 +231,7 @@ static void check_q(const char *tag) {
                     for (int64_t r = 0; r < nr; r++)
                         st_quantize_row(wt, wf + r * k, k, wq + (size_t)r * rb);
                     for (int64_t i = 0; i < MAXN; i++)
-                        lv[0]->quantize_q8(k, x + i * k, xqs + i * k, xd + i * nb);
+                        lv[0]->quantize_q8(k, x + i * k, xqs + i * k, xd + i * nb, NULL);
                     if (unit) { /* unit scales: every product is an exact integer */
                         for (int64_t r = 0; r < nr; r++)
                             for (int64_t c = 0; c < nb; c++) {
@@ -331,7 +339,7 @@ static void test_scalar_matches_dots(void **state) {
         st_quantize_row(ST_WT_Q4_0, wf + r * K, K, w4 + r * K / 32);
     }
     st_quantize_row(ST_WT_Q8_0, x, K, x8);
-    S->quantize_q8(K, x, xqs, xd);
+    S->quantize_q8(K, x, xqs, xd, NULL);
     S->gemm_q8_0(K, NR, w8, 1, xqs, xd, y, NR);
     for (int r = 0; r < NR; r++)
         assert_true(y[r] == S->dot_q8_0_q8_0(K, w8 + r * K / 32, x8));

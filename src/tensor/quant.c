@@ -215,7 +215,7 @@ st_status st_wmatrix_pack(const st_wmatrix *w, void *dst) {
             const uint8_t *src =
                 row < w->rows ? (const uint8_t *)w->data + (size_t)row * w->row_bytes : NULL;
             for (int64_t b = 0; b < nb; b++) {
-                uint8_t *chunk = gp + (size_t)(b / 2) * (64 + 2 * wb);
+                uint8_t *chunk = gp + (size_t)(b / 2) * st__x16_chunk_bytes(q4, 2);
                 const int second = (int)(b & 1);
                 const uint8_t *blk = src ? src + (size_t)b * bb : NULL; /* {f16 d; qs} */
                 if (blk) memcpy(chunk + second * 32 + r * 2, blk, 2);
@@ -522,17 +522,11 @@ static st_status quantize_x(mm_job *j, int64_t cols, bool sums, const char *fn) 
     if (!s) return st__fail(ST_ERR_NOMEM, "%s: out of memory (q8_0 x)", fn);
     int8_t *xqs = (int8_t *)s;
     float *xd = (float *)(s + qs_bytes);
+    int32_t *xs = sums ? (int32_t *)(xd + per) : NULL;
     for (int64_t i = 0; i < n; i++)
-        j->qk->quantize_q8(cols, j->x + i * cols, xqs + i * cols, xd + i * nb);
-    if (sums) {
-        int32_t *xs = (int32_t *)(xd + per);
-        for (size_t b = 0; b < per; b++) {
-            int32_t t = 0;
-            for (int e = 0; e < ST_QK; e++) t += xqs[b * ST_QK + e];
-            xs[b] = t;
-        }
-        j->xs = xs;
-    }
+        j->qk->quantize_q8(cols, j->x + i * cols, xqs + i * cols, xd + i * nb,
+                           xs ? xs + i * nb : NULL);
+    j->xs = xs;
     j->xqs = xqs;
     j->xd = xd;
     return ST_OK;

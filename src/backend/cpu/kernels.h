@@ -167,8 +167,10 @@ typedef struct st_cpu_qkernels {
     /* One input row of k floats (a multiple of 32) to q8_0 values split
      * into qs[k] and d[k/32]: exactly st_quantize_row(ST_WT_Q8_0)'s
      * numbers (d = f16(amax / 127) as f32, qs = roundf(x / unrounded d),
-     * ties away from zero) at every level. */
-    void (*quantize_q8)(int64_t k, const float *x, int8_t *qs, float *d);
+     * ties away from zero) at every level. sums (may be NULL) gets each
+     * block's sum of its qs (what the packed kernels start their lanes
+     * from), taken from the values the quantizer already holds. */
+    void (*quantize_q8)(int64_t k, const float *x, int8_t *qs, float *d, int32_t *sums);
 } st_cpu_qkernels;
 
 #define ST_CPU_Q8_0_BYTES 34
@@ -183,10 +185,18 @@ typedef struct st_cpu_qkernels {
 static inline size_t st__x16_block_bytes(int q4) {
     return q4 ? ST_CPU_Q4X16_BLOCK : ST_CPU_Q8X16_BLOCK;
 }
-static inline size_t st__x16_group_bytes(int q4, int64_t nb) {
-    const size_t wb = st__x16_block_bytes(q4);
-    return (size_t)(nb / 2) * (64 + 2 * wb) + (size_t)(nb & 1) * (64 + wb);
+/* a chunk: the scales, then n_blocks (2, or 1 for a lone last block) blocks */
+static inline size_t st__x16_chunk_bytes(int q4, int n_blocks) {
+    return 64 + (size_t)n_blocks * st__x16_block_bytes(q4);
 }
+static inline size_t st__x16_group_bytes(int q4, int64_t nb) {
+    return (size_t)(nb / 2) * st__x16_chunk_bytes(q4, 2) +
+           (size_t)(nb & 1) * st__x16_chunk_bytes(q4, 1);
+}
+/* How far ahead of a packed kernel's first input tile the software prefetch
+ * runs on each stream, in bytes (both levels): 1, 2 and 8 KiB were no
+ * better than 4 within the noise (stories-shaped decode on the Zen VM). */
+#define ST_CPU_X16_PF 4096
 
 /* The table of a level, or NULL when not compiled in (kernels_q.c). */
 const st_cpu_qkernels *st__cpu_qkernels(st_simd_level level);
@@ -197,7 +207,8 @@ void st__k_gemm_q8_0_scalar(int64_t k, int64_t nr, const void *w, int64_t nx,
                             const int8_t *xqs, const float *xd, float *y, int64_t ldy);
 void st__k_gemm_q4_0_scalar(int64_t k, int64_t nr, const void *w, int64_t nx,
                             const int8_t *xqs, const float *xd, float *y, int64_t ldy);
-void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d);
+void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d,
+                              int32_t *sums);
 #if defined(__x86_64__)
 void st__k_gemm_f32_avx2(int64_t k, int64_t nr, const float *w, int64_t nx, const float *x,
                          float *y, int64_t ldy);
@@ -205,7 +216,8 @@ void st__k_gemm_q8_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
                           const int8_t *xqs, const float *xd, float *y, int64_t ldy);
 void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
                           const int8_t *xqs, const float *xd, float *y, int64_t ldy);
-void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d);
+void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d,
+                            int32_t *sums);
 /* packed kernels on AVX-VNNI (VEX vpdpbusd; Intel client cores since Alder Lake) */
 void st__k_gemm_q8_0x16_avx2(int64_t k, int64_t nr, const void *w, int64_t nx,
                              const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
@@ -220,7 +232,8 @@ void st__k_gemm_q8_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
                             const int8_t *xqs, const float *xd, float *y, int64_t ldy);
 void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
                             const int8_t *xqs, const float *xd, float *y, int64_t ldy);
-void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d);
+void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d,
+                              int32_t *sums);
 void st__k_gemm_q8_0x16_avx512(int64_t k, int64_t nr, const void *w, int64_t nx,
                                const int8_t *xqs, const float *xd, const int32_t *xs, float *y,
                                int64_t ldy);

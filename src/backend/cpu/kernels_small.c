@@ -73,7 +73,7 @@ void st__k_gemm_q4_0_scalar(int64_t k, int64_t nr, const void *w, int64_t nx, co
         }
 }
 
-void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d) {
+void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d, int32_t *sums) {
     for (int64_t b = 0; b < k / 32; b++) {
         const float *v = x + b * 32;
         float amax = 0.0f;
@@ -81,7 +81,11 @@ void st__k_quantize_q8_scalar(int64_t k, const float *x, int8_t *qs, float *d) {
             amax = fmaxf(amax, fabsf(v[j]));
         const float db = amax / 127.0f, id = db ? 1.0f / db : 0.0f;
         d[b] = st__k_f16_to_f32(st__k_f32_to_f16(db));
-        for (int j = 0; j < 32; j++)
+        int32_t t = 0;
+        for (int j = 0; j < 32; j++) {
             qs[b * 32 + j] = (int8_t)roundf(v[j] * id);
+            t += qs[b * 32 + j];
+        }
+        if (sums) sums[b] = t;
     }
 }

@@ -325,8 +325,6 @@ void st__k_gemm_q4_0_avx2(int64_t k, int64_t nr, const void *w, int64_t nx, cons
  * registers: one input at a time against two groups side by side (two DRAM
  * streams; 8 dot chains with each sum split in two), or two inputs against
  * one group. */
-#define PK_PF 4096
-
 __attribute__((target("avxvnni"))) ALWAYS_INLINE void
 pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *const g[2],
         const int8_t *xq, const float *xd, const int32_t *xs, int64_t k, float *const yg[2],
@@ -346,11 +344,11 @@ pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *cons
     for (int64_t b = 0; b < nb; b++) {
         const int second = (int)(b & 1);
         if (pf && !second) {
-            const int lines = (64 + (b + 1 < nb ? 2 : 1) * WB) / 64;
+            const int lines = (int)st__x16_chunk_bytes(Q4, b + 1 < nb ? 2 : 1) / 64;
 #pragma GCC unroll 2
             for (int i = 0; i < NG; i++)
                 for (int l = 0; l < lines; l++)
-                    _mm_prefetch((const char *)p[i] + PK_PF + 64 * l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)p[i] + ST_CPU_X16_PF + 64 * l, _MM_HINT_T0);
         }
         __m256i ia[2][2][2][4]; /* [group][half][input][split] */
 #pragma GCC unroll 2
@@ -405,7 +403,7 @@ pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *cons
                         acc[i][h][c]);
                 }
             }
-            if (second) p[i] += 64 + 2 * WB;
+            if (second) p[i] += st__x16_chunk_bytes(Q4, 2);
         }
     }
 #pragma GCC unroll 2
@@ -486,7 +484,7 @@ ALWAYS_INLINE __m256i round_away(__m256 v) {
     return _mm256_cvttps_epi32(_mm256_add_ps(t, one));
 }
 
-void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d) {
+void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d, int32_t *sums) {
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t b = 0; b < k / 32; b++) {
         const float *v = x + b * 32;
@@ -509,6 +507,13 @@ void st__k_quantize_q8_avx2(int64_t k, const float *x, int8_t *qs, float *d) {
             _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         const __m256i o = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(qs + b * 32), o);
+        if (sums) { /* the values are within [-127, 127]: the packs did not saturate */
+            const __m256i t = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+            sums[b] = _mm_cvtsi128_si32(h);
+        }
     }
 }
 

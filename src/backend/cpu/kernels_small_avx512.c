@@ -582,9 +582,8 @@ void st__k_gemm_q4_0_avx512(int64_t k, int64_t nr, const void *w, int64_t nx, co
  * least 8 dot chains are in flight whatever C is. The float sum of a
  * (row, input) is one multiply-add per block in block order, so outputs do
  * not depend on NG, C or the thread split. pf: the first input tile, whose
- * loads come from memory, prefetches PK_PF bytes ahead on each stream. */
-#define PK_PF 4096
-
+ * loads come from memory, prefetches ST_CPU_X16_PF bytes ahead on each
+ * stream. */
 __attribute__((target("avx512vnni"))) ALWAYS_INLINE void
 pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *const g[2],
         const int8_t *xq, const float *xd, const int32_t *xs, int64_t k, float *const yg[2],
@@ -602,11 +601,11 @@ pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *cons
     for (int64_t b = 0; b < nb; b++) {
         const int second = (int)(b & 1);
         if (pf && !second) {
-            const int lines = (64 + (b + 1 < nb ? 2 : 1) * WB) / 64;
+            const int lines = (int)st__x16_chunk_bytes(Q4, b + 1 < nb ? 2 : 1) / 64;
 #pragma GCC unroll 2
             for (int i = 0; i < NG; i++)
                 for (int l = 0; l < lines; l++)
-                    _mm_prefetch((const char *)p[i] + PK_PF + 64 * l, _MM_HINT_T0);
+                    _mm_prefetch((const char *)p[i] + ST_CPU_X16_PF + 64 * l, _MM_HINT_T0);
         }
         __m512i ia[2][4][4];
 #pragma GCC unroll 2
@@ -655,7 +654,7 @@ pk_tile(const int Q4, const int NG, const int C, int64_t nb, const uint8_t *cons
                                             _mm512_mul_ps(dw, _mm512_set1_ps(xd[c * nb + b])),
                                             acc[i][c]);
             }
-            if (second) p[i] += 64 + 2 * WB;
+            if (second) p[i] += st__x16_chunk_bytes(Q4, 2);
         }
     }
 #pragma GCC unroll 2
@@ -733,7 +732,7 @@ ALWAYS_INLINE __m512i round_away(__m512 v) {
     return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, one));
 }
 
-void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d) {
+void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d, int32_t *sums) {
     for (int64_t b = 0; b < k / 32; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
         const float amax =
@@ -741,10 +740,10 @@ void st__k_quantize_q8_avx512(int64_t k, const float *x, int8_t *qs, float *d) {
         const float db = amax / 127.0f, id = db ? 1.0f / db : 0.0f;
         d[b] = _cvtsh_ss(_cvtss_sh(db, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
         const __m512 s = _mm512_set1_ps(id);
-        _mm_storeu_si128((__m128i *)(qs + b * 32),
-                         _mm512_cvtepi32_epi8(round_away(_mm512_mul_ps(v0, s))));
-        _mm_storeu_si128((__m128i *)(qs + b * 32 + 16),
-                         _mm512_cvtepi32_epi8(round_away(_mm512_mul_ps(v1, s))));
+        const __m512i i0 = round_away(_mm512_mul_ps(v0, s)), i1 = round_away(_mm512_mul_ps(v1, s));
+        _mm_storeu_si128((__m128i *)(qs + b * 32), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtepi32_epi8(i1));
+        if (sums) sums[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     }
 }
 
