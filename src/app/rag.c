@@ -1136,8 +1136,10 @@ st_status st_rag_search(st_rag *r, const char *query, int k, st_rag_mode mode,
             if (nf < 0) s = st__fail(ST_ERR_NOMEM, "rag: no memory for the fusion");
         } else {
             nf = mode == ST_RAG_BM25 ? nb : nv;
-            memcpy(fid, mode == ST_RAG_BM25 ? bi : vi, (size_t)nf * sizeof *fid);
-            memcpy(fsc, mode == ST_RAG_BM25 ? bs : vs, (size_t)nf * sizeof *fsc);
+            if (nf > 0) { /* no hits (an empty query): the lists may be NULL */
+                memcpy(fid, mode == ST_RAG_BM25 ? bi : vi, (size_t)nf * sizeof *fid);
+                memcpy(fsc, mode == ST_RAG_BM25 ? bs : vs, (size_t)nf * sizeof *fsc);
+            }
         }
     }
     st_rag_hit *h = NULL;
